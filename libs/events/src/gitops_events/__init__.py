@@ -1,0 +1,81 @@
+"""The event contract every service speaks: one envelope and versioned pydantic schemas.
+
+Services talk only through Kafka topics, so this package is the whole of their coupling. It
+depends on pydantic alone; how events travel (Kafka headers, trace context) is the bus's job.
+Schemas are versioned in their CloudEvents type (`io.gitops.<name>.v1`); changes are additive,
+and readers ignore fields they do not know.
+"""
+
+from gitops_events.envelopes import (
+    SPEC_VERSION,
+    DecodeError,
+    Envelope,
+    decode,
+    encode,
+    event_type_of,
+    model_for_type,
+    registered_types,
+)
+from gitops_events.schemas import (
+    Alert,
+    AlertStatus,
+    Command,
+    DeadLetter,
+    DeployEvent,
+    DeployPhase,
+    DesiredObject,
+    DesiredState,
+    DriftEvent,
+    DriftStatus,
+    Event,
+    FieldDiff,
+    ImagePushed,
+    ObjectDrift,
+    ObjectRef,
+    PromoteCommand,
+    ResumeCommand,
+    Revision,
+    Severity,
+    SilenceCommand,
+    SuspendCommand,
+    SyncCommand,
+    subject_for,
+)
+from gitops_events.topics import TOPICS, TopicSpec, topic_for
+
+__all__ = [
+    "SPEC_VERSION",
+    "TOPICS",
+    "Alert",
+    "AlertStatus",
+    "Command",
+    "DeadLetter",
+    "DecodeError",
+    "DeployEvent",
+    "DeployPhase",
+    "DesiredObject",
+    "DesiredState",
+    "DriftEvent",
+    "DriftStatus",
+    "Envelope",
+    "Event",
+    "FieldDiff",
+    "ImagePushed",
+    "ObjectDrift",
+    "ObjectRef",
+    "PromoteCommand",
+    "ResumeCommand",
+    "Revision",
+    "Severity",
+    "SilenceCommand",
+    "SuspendCommand",
+    "SyncCommand",
+    "TopicSpec",
+    "decode",
+    "encode",
+    "event_type_of",
+    "model_for_type",
+    "registered_types",
+    "subject_for",
+    "topic_for",
+]

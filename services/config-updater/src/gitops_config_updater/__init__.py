@@ -1,0 +1,1 @@
+"""config-updater: image events and promotion requests to commits in config repos."""

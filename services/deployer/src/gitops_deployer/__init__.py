@@ -1,0 +1,1 @@
+"""deployer: desired state to server-side apply, prune, health and rollback."""

@@ -1,0 +1,1 @@
+"""drift-detector: watches clusters and reports where they differ from Git."""

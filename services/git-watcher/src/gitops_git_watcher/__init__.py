@@ -1,0 +1,1 @@
+"""git-watcher: Git webhooks and polling to revisions and the rendered desired state."""
