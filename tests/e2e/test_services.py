@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_bus import tail
-from gitops_events import Alert, Command, DeployEvent
+from gitops_events import Alert, Command, DeployEvent, Envelope
 from gitops_localstack.processes import free_port
 from tests.support.kafka import KafkaTarget
 from tests.support.otlp import OtlpReceiver
@@ -50,11 +50,15 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
 
 
 def _env(kafka: KafkaTarget, config: Path, otlp: OtlpReceiver) -> dict[str, str]:
-    return {**kafka.env(), "GITOPS_CONFIG": str(config),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "GITOPS_LOG_FORMAT": "json"}
+    return {
+        **kafka.env(),
+        "GITOPS_CONFIG": str(config),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        "GITOPS_LOG_FORMAT": "json",
+    }
 
 
-async def _records(kafka: KafkaTarget, topic: str) -> list[object]:
+async def _records(kafka: KafkaTarget, topic: str) -> list[Envelope]:
     found = []
     async for record in tail(kafka.bootstrap_servers, [kafka.prefix + topic]):
         if record.envelope is not None:
@@ -83,8 +87,9 @@ async def test_event_crosses_three_processes_in_one_trace(
         assert result.returncode == 0, result.stderr
         assert "sync requested for demo/staging" in result.stdout
 
-        alerts = await eventually(lambda: _records(kafka, "alerts"), timeout=30,
-                                  what="an alert on the alerts topic")
+        alerts = await eventually(
+            lambda: _records(kafka, "alerts"), timeout=30, what="an alert on the alerts topic"
+        )
         commands = await _records(kafka, "commands")
         deploys = await _records(kafka, "deploy")
 
@@ -101,6 +106,7 @@ async def test_event_crosses_three_processes_in_one_trace(
         assert alert.data.status == "firing"
         assert alert.subject == deploy.subject == command.subject == "demo/staging"
 
+        assert command.traceparent and deploy.traceparent and alert.traceparent
         trace_id = command.traceparent.split("-")[1]
         assert deploy.traceparent.split("-")[1] == trace_id
         assert alert.traceparent.split("-")[1] == trace_id
@@ -109,8 +115,9 @@ async def test_event_crosses_three_processes_in_one_trace(
             metrics = httpx.get(service.url("/metrics"), timeout=5).text
             families = {f.name: f for f in text_string_to_metric_families(metrics)}
             consumed = families["gitops_events_consumed"]
-            assert any(s.value >= 1 and s.labels.get("outcome") == "ok"
-                       for s in consumed.samples), service.name
+            assert any(
+                s.value >= 1 and s.labels.get("outcome") == "ok" for s in consumed.samples
+            ), service.name
             assert "gitops_events_published" in families
     finally:
         codes = {service.name: service.terminate() for service in services}
@@ -118,9 +125,11 @@ async def test_event_crosses_three_processes_in_one_trace(
     assert codes == {"deployer": 0, "alerter": 0}, {s.name: s.output()[-2000:] for s in services}
 
     def chain() -> bool:
-        return bool(receiver.named("gitops-cli", "publish io.gitops.command.v1")
-                    and receiver.named("deployer", "publish io.gitops.deploy.v1")
-                    and receiver.named("alerter", "publish io.gitops.alert.v1"))
+        return bool(
+            receiver.named("gitops-cli", "publish io.gitops.command.v1")
+            and receiver.named("deployer", "publish io.gitops.deploy.v1")
+            and receiver.named("alerter", "publish io.gitops.alert.v1")
+        )
 
     await eventually(chain, timeout=20, what="spans of all three processes")
     cli_publish = receiver.named("gitops-cli", "publish io.gitops.command.v1")[0]
@@ -148,12 +157,12 @@ async def test_logs_are_json_with_trace_ids(
         await eventually(deployer.ready, timeout=60, what="deployer /readyz")
         assert run_cli("suspend", "demo", "staging", env=env).returncode == 0
 
-        def suspended_line() -> dict[str, object] | None:
+        def suspended_line() -> dict[str, object]:
             for line in deployer.output().splitlines():
-                entry = json.loads(line)
+                entry: dict[str, object] = json.loads(line)
                 if entry.get("message") == "suspended":
                     return entry
-            return None
+            return {}
 
         entry = await eventually(suspended_line, timeout=20, what="the 'suspended' log line")
     finally:

@@ -43,7 +43,9 @@ async def _dead_letters(kafka: KafkaTarget) -> list[DeadLetter]:
     return found
 
 
-async def test_consumer_span_is_child_of_producer_span(kafka: KafkaTarget, publisher: Publisher) -> None:
+async def test_consumer_span_is_child_of_producer_span(
+    kafka: KafkaTarget, publisher: Publisher
+) -> None:
     exporter = InMemorySpanExporter()
     tracing.setup_tracing("test-bus", exporter=exporter)
     received: list[Envelope] = []
@@ -51,8 +53,9 @@ async def test_consumer_span_is_child_of_producer_span(kafka: KafkaTarget, publi
     async def handler(envelope: Envelope) -> None:
         received.append(envelope)
 
-    consumer = Consumer(kafka.bootstrap_servers, kafka.prefix, "g1", ["commands"], handler,
-                        publisher)
+    consumer = Consumer(
+        kafka.bootstrap_servers, kafka.prefix, "g1", ["commands"], handler, publisher
+    )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
     try:
@@ -90,7 +93,8 @@ async def test_bad_records_go_to_dead_letters_and_consumption_goes_on(
 ) -> None:
     topic = kafka.prefix + "commands"
     good = Envelope.wrap(
-        Command(app="demo", environment="staging", command=SyncCommand()), "gitops/test")
+        Command(app="demo", environment="staging", command=SyncCommand()), "gitops/test"
+    )
     key, value, headers = encode(good)
     broken_headers = [(k, v) for k, v in headers if k != "ce_id"]
     unknown_type = [(k, b"io.gitops.nonsense.v1" if k == "ce_type" else v) for k, v in headers]
@@ -105,14 +109,14 @@ async def test_bad_records_go_to_dead_letters_and_consumption_goes_on(
     async def handler(envelope: Envelope) -> None:
         handled.append(envelope)
 
-    consumer = Consumer(kafka.bootstrap_servers, kafka.prefix, "g-dlq", ["commands"], handler,
-                        publisher)
+    consumer = Consumer(
+        kafka.bootstrap_servers, kafka.prefix, "g-dlq", ["commands"], handler, publisher
+    )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
     try:
         await eventually(lambda: handled, timeout=20, what="the good record to be handled")
-        letters = await eventually(
-            lambda: _three(kafka), timeout=20, what="three dead letters")
+        letters = await eventually(lambda: _three(kafka), timeout=20, what="three dead letters")
     finally:
         await consumer.stop()
         task.cancel()
@@ -131,9 +135,9 @@ async def test_bad_records_go_to_dead_letters_and_consumption_goes_on(
     assert committed == 4, "the offset advanced past the bad records and the good one"
 
 
-async def _three(kafka: KafkaTarget) -> list[DeadLetter] | None:
+async def _three(kafka: KafkaTarget) -> list[DeadLetter]:
     letters = await _dead_letters(kafka)
-    return letters if len(letters) >= 3 else None
+    return letters if len(letters) >= 3 else []
 
 
 async def _committed(kafka: KafkaTarget, group: str, topic: str) -> int:
@@ -149,22 +153,32 @@ async def _committed(kafka: KafkaTarget, group: str, topic: str) -> int:
         await admin.close()
 
 
-async def test_handler_failure_is_retried_then_dead_lettered(kafka: KafkaTarget, publisher: Publisher) -> None:
+async def test_handler_failure_is_retried_then_dead_lettered(
+    kafka: KafkaTarget, publisher: Publisher
+) -> None:
     attempts: list[str] = []
 
     async def failing(envelope: Envelope) -> None:
         attempts.append(envelope.id)
         raise RuntimeError("cluster unreachable")
 
-    consumer = Consumer(kafka.bootstrap_servers, kafka.prefix, "g-fail", ["commands"], failing,
-                        publisher, attempts=3, retry_backoff=0.01)
+    consumer = Consumer(
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        "g-fail",
+        ["commands"],
+        failing,
+        publisher,
+        attempts=3,
+        retry_backoff=0.01,
+    )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
     try:
         sent = await publisher.publish(
-            Command(app="demo", environment="prod", command=SyncCommand()))
-        letters = await eventually(lambda: _dead_letters(kafka), timeout=20,
-                                   what="a dead letter")
+            Command(app="demo", environment="prod", command=SyncCommand())
+        )
+        letters = await eventually(lambda: _dead_letters(kafka), timeout=20, what="a dead letter")
     finally:
         await consumer.stop()
         task.cancel()

@@ -16,13 +16,17 @@ class KafkaTarget:
 
     def settings(self, **extra: str) -> Settings:
         """Service settings pointing at this broker and prefix."""
-        return Settings.from_env({
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "GITOPS_TOPIC_PREFIX": self.prefix,
-            **extra,
-        })
+        return Settings.from_env(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+                "GITOPS_TOPIC_PREFIX": self.prefix,
+                **extra,
+            }
+        )
 
     def env(self) -> dict[str, str]:
         """The same settings as environment variables, for service processes."""
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-                "GITOPS_TOPIC_PREFIX": self.prefix}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "GITOPS_TOPIC_PREFIX": self.prefix,
+        }

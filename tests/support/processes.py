@@ -64,7 +64,15 @@ def start_service(name: str, port: int, env: Mapping[str, str], log: Path) -> Se
     return ServiceProcess(name, port, proc, log)
 
 
-def run_cli(*args: str, env: Mapping[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run the gitops CLI to completion."""
-    return subprocess.run([GITOPS, *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [GITOPS, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -71,6 +71,19 @@ class ObjectRef(BaseModel):
         return f"{self.kind} {where}{self.name}"
 
 
+class RenderError(BaseModel):
+    """Why a revision could not be rendered: which file, which object, what is wrong."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    reason: str = Field(
+        description="Short CamelCase cause, e.g. MalformedYaml, SymlinkOutsideRepo."
+    )
+    message: str
+    source: str | None = Field(default=None, description="File in the repo at fault.")
+    involved_object: ObjectRef | None = None
+
+
 class Revision(_AboutEnvironment):
     """A new commit (or a deleted branch) on a tracked branch: the Release step."""
 
@@ -85,6 +98,9 @@ class Revision(_AboutEnvironment):
     author: str | None = None
     message: str | None = None
     detected_at: datetime = Field(default_factory=_now)
+    # Set when the commit could not be rendered; no desired state is published for it, and the
+    # deployer reports it as a failed deploy so the previous state stays and people are told.
+    render_error: RenderError | None = None
 
 
 class DesiredObject(BaseModel):

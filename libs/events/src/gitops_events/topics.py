@@ -18,22 +18,47 @@ class TopicSpec:
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("revisions", (schemas.Revision.EVENT_TYPE,),
-              description="New commits and deleted branches on tracked branches."),
-    TopicSpec("desired", (schemas.DesiredState.EVENT_TYPE,), compacted=True,
-              description="Latest rendered desired state per app/environment; rebuild from it."),
-    TopicSpec("images", (schemas.ImagePushed.EVENT_TYPE,),
-              description="New image tags from registries and CI."),
-    TopicSpec("commands", (schemas.Command.EVENT_TYPE,),
-              description="Sync, promote, suspend, resume and silence requests."),
-    TopicSpec("deploy", (schemas.DeployEvent.EVENT_TYPE,),
-              description="What the deployer did: started, applied, healthy, failed, ..."),
-    TopicSpec("drift", (schemas.DriftEvent.EVENT_TYPE,),
-              description="Where the cluster differs from Git, and when it stops."),
-    TopicSpec("alerts", (schemas.Alert.EVENT_TYPE,),
-              description="Alerts for operators, firing and resolved."),
-    TopicSpec("deadletter", (schemas.DeadLetter.EVENT_TYPE,),
-              description="Records a consumer could not parse or handle, with the reason."),
+    TopicSpec(
+        "revisions",
+        (schemas.Revision.EVENT_TYPE,),
+        description="New commits and deleted branches on tracked branches.",
+    ),
+    TopicSpec(
+        "desired",
+        (schemas.DesiredState.EVENT_TYPE,),
+        compacted=True,
+        description="Latest rendered desired state per app/environment; rebuild from it.",
+    ),
+    TopicSpec(
+        "images",
+        (schemas.ImagePushed.EVENT_TYPE,),
+        description="New image tags from registries and CI.",
+    ),
+    TopicSpec(
+        "commands",
+        (schemas.Command.EVENT_TYPE,),
+        description="Sync, promote, suspend, resume and silence requests.",
+    ),
+    TopicSpec(
+        "deploy",
+        (schemas.DeployEvent.EVENT_TYPE,),
+        description="What the deployer did: started, applied, healthy, failed, ...",
+    ),
+    TopicSpec(
+        "drift",
+        (schemas.DriftEvent.EVENT_TYPE,),
+        description="Where the cluster differs from Git, and when it stops.",
+    ),
+    TopicSpec(
+        "alerts",
+        (schemas.Alert.EVENT_TYPE,),
+        description="Alerts for operators, firing and resolved.",
+    ),
+    TopicSpec(
+        "deadletter",
+        (schemas.DeadLetter.EVENT_TYPE,),
+        description="Records a consumer could not parse or handle, with the reason.",
+    ),
 )
 
 _BY_TYPE = {event_type: spec for spec in TOPICS for event_type in spec.event_types}

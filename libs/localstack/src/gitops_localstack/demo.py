@@ -7,6 +7,7 @@ cluster. Everything is under `.local/`; Ctrl-C stops the services, then the stac
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -76,8 +77,17 @@ def make_demo_repo(base: Path) -> Path:
         (work / "apps" / "demo" / name).write_text(text)
     _git("init", "-q", "-b", "staging", cwd=work)
     _git("-c", "user.name=demo", "-c", "user.email=demo@gitops.local", "add", ".", cwd=work)
-    _git("-c", "user.name=demo", "-c", "user.email=demo@gitops.local", "commit", "-q", "-m",
-         "demo app: web Deployment, Service and ConfigMap", cwd=work)
+    _git(
+        "-c",
+        "user.name=demo",
+        "-c",
+        "user.email=demo@gitops.local",
+        "commit",
+        "-q",
+        "-m",
+        "demo app: web Deployment, Service and ConfigMap",
+        cwd=work,
+    )
     _git("branch", "production", cwd=work)
     _git("clone", "-q", "--bare", str(work), str(bare), cwd=base)
     _git("remote", "add", "origin", str(bare), cwd=work)
@@ -147,20 +157,32 @@ def main() -> int:
         for service in SERVICES:
             port = _port(service)
             proc = processes.spawn(
-                service, [str(gitops), "run", service], paths.local / "run" / f"{service}.log",
-                env={**_inherited(), **env, "GITOPS_CONFIG": str(config),
-                     "GITOPS_HTTP_PORT": str(port), "GITOPS_LOG_FORMAT": "json"},
+                service,
+                [str(gitops), "run", service],
+                paths.local / "run" / f"{service}.log",
+                env={
+                    **_inherited(),
+                    **env,
+                    "GITOPS_CONFIG": str(config),
+                    "GITOPS_HTTP_PORT": str(port),
+                    "GITOPS_LOG_FORMAT": "json",
+                },
             )
             running[service] = (proc, port)
         for service, (proc, port) in running.items():
-            processes.wait_until(lambda p=port: _ready(p), timeout=60,
-                                 what=f"{service} to be ready", process=proc)
+            processes.wait_until(
+                functools.partial(_ready, port),
+                timeout=60,
+                what=f"{service} to be ready",
+                process=proc,
+            )
         _print_where_to_look(paths, env, config, repo, running)
         while not interrupted:
             dead = [s for s, (p, _) in running.items() if not p.alive()]
             if dead:
-                print(f"service(s) exited: {', '.join(dead)}; see .local/run/*.log",
-                      file=sys.stderr)
+                print(
+                    f"service(s) exited: {', '.join(dead)}; see .local/run/*.log", file=sys.stderr
+                )
                 return 1
             time.sleep(0.5)
         return 0
@@ -193,8 +215,7 @@ def _print_where_to_look(
         "",
         f"  Kafka bootstrap  {env['KAFKA_BOOTSTRAP_SERVERS']}",
         f"  kubeconfig       {env['KUBECONFIG']}",
-        f"  kubectl          {env['GITOPS_KUBECTL']} --kubeconfig {env['KUBECONFIG']} "
-        "get all -A",
+        f"  kubectl          {env['GITOPS_KUBECTL']} --kubeconfig {env['KUBECONFIG']} get all -A",
         f"  config           {config}",
         f"  demo repo        {repo} (work tree: {repo.parent / 'demo-config'})",
         "",

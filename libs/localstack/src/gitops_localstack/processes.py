@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # Popen objects of the children this process started, kept so that they are reaped by us (not
 # reported as "still running" when garbage-collected) while the ManagedProcess handles, which
 # `make down` rebuilds from pids alone, stay plain data.
@@ -113,8 +112,9 @@ def wait_until(
         if check():
             return
         if process is not None and not process.alive():
-            raise StackError(f"{process.name} exited before {what}; log {process.log}:\n"
-                             f"{process.log_tail()}")
+            raise StackError(
+                f"{process.name} exited before {what}; log {process.log}:\n{process.log_tail()}"
+            )
         time.sleep(interval)
     tail = f"; log {process.log}:\n{process.log_tail()}" if process is not None else ""
     raise StackError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")

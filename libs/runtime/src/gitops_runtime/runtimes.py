@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -61,7 +62,7 @@ class Runtime:
             metrics=self.metrics,
         )
         self._consumers: list[Consumer] = []
-        self._loops: list[Callable[[], Awaitable[None]]] = []
+        self._loops: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._checks: list[Check] = [
             Check("kafka-producer", lambda: self.publisher.started),
         ]
@@ -83,7 +84,7 @@ class Runtime:
         self._consumers.append(consumer)
         self._checks.append(Check(f"kafka-consumer:{consumer.group}", lambda: consumer.started))
 
-    def loop(self, body: Callable[[], Awaitable[None]]) -> None:
+    def loop(self, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run a background coroutine (a poller, a watch) for the life of the service."""
         self._loops.append(body)
 
@@ -121,12 +122,15 @@ class Runtime:
         tasks: list[asyncio.Task[None]] = []
         try:
             await self._connect()
-            tasks = [asyncio.create_task(c.run(), name=f"consume:{c.group}")
-                     for c in self._consumers]
-            tasks += [asyncio.create_task(body(), name=f"loop:{i}")
-                      for i, body in enumerate(self._loops)]
-            log.info("service started", extra={"port": self.http_port,
-                                               "consumers": len(self._consumers)})
+            tasks = [
+                asyncio.create_task(c.run(), name=f"consume:{c.group}") for c in self._consumers
+            ]
+            tasks += [
+                asyncio.create_task(body(), name=f"loop:{i}") for i, body in enumerate(self._loops)
+            ]
+            log.info(
+                "service started", extra={"port": self.http_port, "consumers": len(self._consumers)}
+            )
             await self._wait_for_stop_or_failure(tasks)
         finally:
             log.info("service stopping")
@@ -146,15 +150,18 @@ class Runtime:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                await ensure_topics(self.settings.kafka.bootstrap_servers,
-                                    self.settings.kafka.topic_prefix)
+                await ensure_topics(
+                    self.settings.kafka.bootstrap_servers, self.settings.kafka.topic_prefix
+                )
                 await self.publisher.start()
                 for consumer in self._consumers:
                     await consumer.start()
                 return
             except Exception as exc:
-                log.warning("kafka not reachable, retrying",
-                            extra={"error": f"{type(exc).__name__}: {exc}", "retry_in": delay})
+                log.warning(
+                    "kafka not reachable, retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in": delay},
+                )
                 await asyncio.wait([asyncio.create_task(self._stop.wait())], timeout=delay)
                 delay = min(delay * 2, 10.0)
 
@@ -164,18 +171,23 @@ class Runtime:
         stop.cancel()
         for task in done:
             if task is not stop and not task.cancelled() and task.exception() is not None:
-                log.error("a service task failed; stopping",
-                          exc_info=task.exception(), extra={"task": task.get_name()})
+                log.error(
+                    "a service task failed; stopping",
+                    exc_info=task.exception(),
+                    extra={"task": task.get_name()},
+                )
                 raise SystemExit(1)
 
     async def _serve_http(self) -> web.AppRunner:
         app = web.Application(client_max_size=1024 * 1024)
-        app.add_routes([
-            web.get("/healthz", self._healthz),
-            web.get("/readyz", self._readyz),
-            web.get("/metrics", self._metrics),
-            *self._routes,
-        ])
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+                web.get("/metrics", self._metrics),
+                *self._routes,
+            ]
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         port = self.settings.http.port or DEFAULT_PORTS.get(self.service, 0)
@@ -192,8 +204,7 @@ class Runtime:
         checks = self.readiness()
         ready = all(checks.values())
         self.metrics.ready.set(1 if ready else 0)
-        return web.json_response({"ready": ready, "checks": checks},
-                                 status=200 if ready else 503)
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body, content_type = self.metrics.exposition()
@@ -203,8 +214,14 @@ class Runtime:
 Build = Callable[[Runtime, GitopsConfig], None]
 
 
-async def serve(service: str, settings: Settings, config: GitopsConfig, build: Build,
-                *, span_exporter: SpanExporter | None = None) -> None:
+async def serve(
+    service: str,
+    settings: Settings,
+    config: GitopsConfig,
+    build: Build,
+    *,
+    span_exporter: SpanExporter | None = None,
+) -> None:
     """Build a service's runtime with its domain logic and run it until stopped."""
     runtime = Runtime(service, settings, span_exporter=span_exporter)
     build(runtime, config)
