@@ -4,8 +4,8 @@ By default both are started locally from the project's own cache (`.cache/`, fil
 deploy/local scripts): Apache Kafka in KRaft mode and etcd + kube-apiserver +
 kube-controller-manager + kube-scheduler + kwok. An external Kafka or cluster is used instead
 when GITOPS_TEST_KAFKA_BOOTSTRAP_SERVERS or GITOPS_TEST_KUBECONFIG is set, and testcontainers
-start them where a Docker engine answers (GITOPS_TEST_DOCKER=1). Each is started only when a
-test asks for it.
+start Kafka (apache/kafka, the same version) where a Docker engine is there to use
+(GITOPS_TEST_DOCKER=1). Each is started only when a test asks for it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A real Kubernetes control plane (with kwok nodes) for the whole session."""
+    external = os.environ.get("GITOPS_TEST_KUBECONFIG")
+    if external:
+        yield ControlPlane.external(Path(external), CACHE)
+        return
     plane = ControlPlane.start(tmp_path_factory.mktemp("kube"), CACHE)
     yield plane
     plane.stop()

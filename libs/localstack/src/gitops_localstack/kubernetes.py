@@ -169,6 +169,22 @@ class ControlPlane:
             raise
         return plane
 
+    @classmethod
+    def external(cls, kubeconfig: Path, cache_dir: Path) -> ControlPlane:
+        """A cluster someone else runs, reached through its kubeconfig (nothing to start).
+
+        It has no static-token test users, so tests that need non-admin identities from
+        kubeconfig_for fail with a clear KeyError there.
+        """
+        return cls(
+            workdir=kubeconfig.parent,
+            kubeconfig=kubeconfig,
+            server="",
+            admin_token="",
+            bin_dir=(cache_dir / "bin").resolve(),
+            processes=[],
+        )
+
     def _start_processes(
         self,
         deadline: float,
