@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from gitops_bus import Consumer, Publisher, ensure_topics
 from gitops_events import Command, Envelope, SyncCommand
 from tests.bench.report import Figure, Report
+from tests.support.waiting import eventually
 
 EVENTS = 300
 
@@ -31,8 +32,7 @@ async def _baseline(bootstrap: str, topic: str) -> list[float]:
     )
     await producer.start()
     await consumer.start()
-    while not consumer.assignment():
-        await asyncio.sleep(0.05)
+    await eventually(consumer.assignment, timeout=30, what="a partition assignment")
     await consumer.seek_to_end()
     samples = []
     try:
@@ -67,8 +67,7 @@ async def _through_bus(bootstrap: str, prefix: str) -> list[float]:
     )
     await consumer.start()
     task = asyncio.create_task(consumer.run())
-    while not consumer.assigned:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: consumer.assigned, timeout=30, what="a partition assignment")
     samples = []
     try:
         for _ in range(EVENTS):

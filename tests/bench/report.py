@@ -104,13 +104,13 @@ class Report:
             "|---|---|---|---|---|---|",
         ]
         for row in rows:
-            base = (
+            versus = (
                 f"{row['ratio_to_baseline']} of {row['baseline']}"
                 if row["baseline"]
                 else "baseline"
             )
             lines.append(
                 f"| {row['name']} | {len(row['samples'])} | {row['median'] * 1000:.2f} ms | "
-                f"{row['p99'] * 1000:.2f} ms | {base} | {row['notes']} |"
+                f"{row['p99'] * 1000:.2f} ms | {versus} | {row['notes']} |"
             )
         markdown_path.write_text("\n".join(lines) + "\n")
