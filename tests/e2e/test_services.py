@@ -106,7 +106,9 @@ async def test_event_crosses_three_processes_in_one_trace(
         assert alert.data.status == "firing"
         assert alert.subject == deploy.subject == command.subject == "demo/staging"
 
-        assert command.traceparent and deploy.traceparent and alert.traceparent
+        assert command.traceparent
+        assert deploy.traceparent
+        assert alert.traceparent
         trace_id = command.traceparent.split("-")[1]
         assert deploy.traceparent.split("-")[1] == trace_id
         assert alert.traceparent.split("-")[1] == trace_id

@@ -11,11 +11,13 @@ from gitops_localstack import processes, stack
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one stack action; exit 1 with a message if the stack fails."""
-    parser = argparse.ArgumentParser(prog="python -m gitops_localstack",
-                                     description="Start or stop the real local stack.")
+    parser = argparse.ArgumentParser(
+        prog="python -m gitops_localstack", description="Start or stop the real local stack."
+    )
     parser.add_argument("action", choices=["up", "down", "status"])
-    parser.add_argument("--root", type=Path, default=Path.cwd(),
-                        help="repository root (default: current directory)")
+    parser.add_argument(
+        "--root", type=Path, default=Path.cwd(), help="repository root (default: current directory)"
+    )
     args = parser.parse_args(argv)
     paths = stack.StackPaths(args.root.resolve())
     try:

@@ -17,8 +17,13 @@ from pathlib import Path
 
 from gitops_localstack import processes
 
-JVM_FLAGS = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-             "-Djava.awt.headless=true")
+JVM_FLAGS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+)
 
 LOG4J = """\
 log4j.rootLogger=INFO, stdout
@@ -36,7 +41,10 @@ def kafka_lib_dir(root: Path, cache_dir: Path) -> Path:
     """Fetch the broker jars if needed and return the folder that holds them."""
     script = root / "deploy" / "local" / "fetch-kafka.sh"
     result = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, check=False,
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
         env={**_base_env(), "GITOPS_CACHE_DIR": str(cache_dir)},
     )
     if result.returncode != 0:
@@ -67,35 +75,65 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path, cache_dir: Path, root: Path, *, timeout: float = 90.0,
-              port: int | None = None) -> KafkaBroker:
+    def start(
+        cls,
+        workdir: Path,
+        cache_dir: Path,
+        root: Path,
+        *,
+        timeout: float = 90.0,
+        port: int | None = None,
+    ) -> KafkaBroker:
         """Format a fresh log directory under workdir and start the broker on free ports."""
         lib = kafka_lib_dir(root, cache_dir)
         java = shutil.which("java")
         if java is None:
             raise processes.StackError("java is not on PATH; Kafka needs Java 17")
         workdir.mkdir(parents=True, exist_ok=True)
-        broker = cls(workdir=workdir, port=port or processes.free_port(),
-                     controller_port=processes.free_port())
+        broker = cls(
+            workdir=workdir,
+            port=port or processes.free_port(),
+            controller_port=processes.free_port(),
+        )
         data = workdir / "data"
         shutil.rmtree(data, ignore_errors=True)
         props = workdir / "server.properties"
         props.write_text(broker._properties(data))
         (workdir / "log4j.properties").write_text(LOG4J)
-        jvm = [java, *JVM_FLAGS, f"-Dlog4j.configuration=file:{workdir / 'log4j.properties'}",
-               f"-Dkafka.logs.dir={workdir / 'logs'}", "-cp", f"{lib}/*"]
+        jvm = [
+            java,
+            *JVM_FLAGS,
+            f"-Dlog4j.configuration=file:{workdir / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={workdir / 'logs'}",
+            "-cp",
+            f"{lib}/*",
+        ]
         fmt = subprocess.run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props),
-             "--ignore-formatted"],
-            capture_output=True, text=True, check=False, timeout=120,
+            [
+                *jvm,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         if fmt.returncode != 0:
-            raise processes.StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+            raise processes.StackError(
+                f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}"
+            )
         proc = processes.spawn("kafka", [*jvm, "kafka.Kafka", str(props)], workdir / "kafka.log")
         broker.processes.append(proc)
         try:
-            processes.wait_until(broker._started, timeout=timeout, what="Kafka to start",
-                                 process=proc)
+            processes.wait_until(
+                broker._started, timeout=timeout, what="Kafka to start", process=proc
+            )
         except processes.StackError:
             broker.stop()
             raise
@@ -115,7 +153,7 @@ class KafkaBroker:
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-                         f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",

@@ -147,8 +147,9 @@ class ControlPlane:
             )
         token_file = pki / "tokens.csv"
         _write_token_file(token_file, tokens)
-        kubeconfig = _write_kubeconfig(workdir / "kubeconfig", server, ca_file, ADMIN_USER,
-                                       admin_token)
+        kubeconfig = _write_kubeconfig(
+            workdir / "kubeconfig", server, ca_file, ADMIN_USER, admin_token
+        )
 
         plane = cls(
             workdir=workdir,
@@ -161,9 +162,7 @@ class ControlPlane:
             ca_file=ca_file,
         )
         try:
-            plane._start_processes(
-                deadline, api_port, token_file, sa_key, stages, logs
-            )
+            plane._start_processes(deadline, api_port, token_file, sa_key, stages, logs)
         except BaseException:
             plane.stop()
             raise
@@ -201,67 +200,132 @@ class ControlPlane:
         etcd_port, peer_port = free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        etcd = self._spawn("etcd", [
-            str(b / "etcd"), "--name=node0", f"--data-dir={w / 'etcd'}",
-            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=node0={peer_url}", "--auto-compaction-retention=1",
-            "--quota-backend-bytes=8589934592", "--unsafe-no-fsync=true", "--log-level=warn",
-        ], logs)
-        wait_until(lambda: _etcd_healthy(etcd_url), timeout=_left(deadline), what="etcd /health",
-                   process=etcd)
+        etcd = self._spawn(
+            "etcd",
+            [
+                str(b / "etcd"),
+                "--name=node0",
+                f"--data-dir={w / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=node0={peer_url}",
+                "--auto-compaction-retention=1",
+                "--quota-backend-bytes=8589934592",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            logs,
+        )
+        wait_until(
+            lambda: _etcd_healthy(etcd_url),
+            timeout=_left(deadline),
+            what="etcd /health",
+            process=etcd,
+        )
 
-        apiserver = self._spawn("kube-apiserver", [
-            str(b / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}", "--etcd-prefix=/registry",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={api_port}", f"--cert-dir={pki}",
-            f"--token-auth-file={token_file}", "--authorization-mode=Node,RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={sa_key}",
-            f"--service-account-signing-key-file={sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
-            "--endpoint-reconciler-type=none", "--profiling=false",
-            "--enable-priority-and-fairness=false", "--max-requests-inflight=0",
-            "--max-mutating-requests-inflight=0",
-        ], logs)
+        apiserver = self._spawn(
+            "kube-apiserver",
+            [
+                str(b / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--etcd-prefix=/registry",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={pki}",
+                f"--token-auth-file={token_file}",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={sa_key}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--enable-priority-and-fairness=false",
+                "--max-requests-inflight=0",
+                "--max-mutating-requests-inflight=0",
+            ],
+            logs,
+        )
         # kube-apiserver self-signs its serving certificate into --cert-dir before it listens,
         # so once the port is open the certificate is complete.
-        wait_until(functools.partial(port_open, api_port), timeout=_left(deadline),
-                   what=f"kube-apiserver to listen on {api_port}", process=apiserver)
+        wait_until(
+            functools.partial(port_open, api_port),
+            timeout=_left(deadline),
+            what=f"kube-apiserver to listen on {api_port}",
+            process=apiserver,
+        )
         with self._http() as http:
-            wait_until(lambda: _get_ok(http, f"{self.server}/readyz"),
-                       timeout=_left(deadline), what="kube-apiserver /readyz", process=apiserver)
+            wait_until(
+                lambda: _get_ok(http, f"{self.server}/readyz"),
+                timeout=_left(deadline),
+                what="kube-apiserver /readyz",
+                process=apiserver,
+            )
 
         kcm_port, sched_port, kwok_port = free_port(), free_port(), free_port()
         kcm_certs, sched_certs = w / "kcm-certs", w / "scheduler-certs"
-        kcm = self._spawn("kube-controller-manager", [
-            str(b / "kube-controller-manager"), f"--kubeconfig={self.kubeconfig}",
-            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
-            f"--cert-dir={kcm_certs}", f"--service-account-private-key-file={sa_key}",
-            f"--root-ca-file={self.ca_file}", f"--authorization-always-allow-paths={_HEALTH_PATHS}",
-            f"--kube-api-qps={_API_QPS}", f"--kube-api-burst={_API_BURST}",
-        ], logs)
+        kcm = self._spawn(
+            "kube-controller-manager",
+            [
+                str(b / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={kcm_certs}",
+                f"--service-account-private-key-file={sa_key}",
+                f"--root-ca-file={self.ca_file}",
+                f"--authorization-always-allow-paths={_HEALTH_PATHS}",
+                f"--kube-api-qps={_API_QPS}",
+                f"--kube-api-burst={_API_BURST}",
+            ],
+            logs,
+        )
         sched_config = w / "kube-scheduler.yaml"
-        sched_config.write_text(json.dumps({
-            "apiVersion": "kubescheduler.config.k8s.io/v1",
-            "kind": "KubeSchedulerConfiguration",
-            "clientConnection": {
-                "kubeconfig": str(self.kubeconfig), "qps": int(_API_QPS), "burst": int(_API_BURST),
-            },
-            "leaderElection": {"leaderElect": False},
-        }, indent=2))
-        scheduler = self._spawn("kube-scheduler", [
-            str(b / "kube-scheduler"), f"--config={sched_config}",
-            "--bind-address=127.0.0.1", f"--secure-port={sched_port}",
-            f"--cert-dir={sched_certs}", f"--authorization-always-allow-paths={_HEALTH_PATHS}",
-        ], logs)
-        kwok = self._spawn("kwok", [
-            str(b / "kwok"), f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=true",
-            *(f"--config={stages / s}" for s in KWOK_STAGES),
-            "--node-lease-duration-seconds=40", "--cidr=10.244.0.1/16",
-            f"--server-address=127.0.0.1:{kwok_port}",
-        ], logs)
+        sched_config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "kubescheduler.config.k8s.io/v1",
+                    "kind": "KubeSchedulerConfiguration",
+                    "clientConnection": {
+                        "kubeconfig": str(self.kubeconfig),
+                        "qps": int(_API_QPS),
+                        "burst": int(_API_BURST),
+                    },
+                    "leaderElection": {"leaderElect": False},
+                },
+                indent=2,
+            )
+        )
+        scheduler = self._spawn(
+            "kube-scheduler",
+            [
+                str(b / "kube-scheduler"),
+                f"--config={sched_config}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                f"--cert-dir={sched_certs}",
+                f"--authorization-always-allow-paths={_HEALTH_PATHS}",
+            ],
+            logs,
+        )
+        kwok = self._spawn(
+            "kwok",
+            [
+                str(b / "kwok"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=true",
+                *(f"--config={stages / s}" for s in KWOK_STAGES),
+                "--node-lease-duration-seconds=40",
+                "--cidr=10.244.0.1/16",
+                f"--server-address=127.0.0.1:{kwok_port}",
+            ],
+            logs,
+        )
 
         # Each component self-signs the certificate of its health port into its --cert-dir
         # before it listens.
@@ -269,26 +333,40 @@ class ControlPlane:
             (kcm, kcm_certs / "kube-controller-manager.crt", kcm_port),
             (scheduler, sched_certs / "kube-scheduler.crt", sched_port),
         ):
-            wait_until(functools.partial(port_open, port), timeout=_left(deadline),
-                       what=f"{proc.name} to listen on {port}", process=proc)
+            wait_until(
+                functools.partial(port_open, port),
+                timeout=_left(deadline),
+                what=f"{proc.name} to listen on {port}",
+                process=proc,
+            )
             with _http_client(cert) as http:
                 url = f"https://127.0.0.1:{port}/healthz"
-                wait_until(functools.partial(_get_ok, http, url),
-                           timeout=_left(deadline), what=f"{proc.name} /healthz", process=proc)
+                wait_until(
+                    functools.partial(_get_ok, http, url),
+                    timeout=_left(deadline),
+                    what=f"{proc.name} /healthz",
+                    process=proc,
+                )
         with httpx.Client(timeout=5.0) as http:
-            wait_until(lambda: _get_ok(http, f"http://127.0.0.1:{kwok_port}/healthz"),
-                       timeout=_left(deadline), what="kwok /healthz", process=kwok)
+            wait_until(
+                lambda: _get_ok(http, f"http://127.0.0.1:{kwok_port}/healthz"),
+                timeout=_left(deadline),
+                what="kwok /healthz",
+                process=kwok,
+            )
 
         with self._http() as http:
             self._create_node(http)
-            wait_until(lambda: self._node_schedulable(http), timeout=_left(deadline),
-                       what=f"node {NODE_NAME} Ready without the not-ready taint "
-                            "(kwok marks it Ready, the controller-manager lifts the taint)",
-                       process=kwok)
+            wait_until(
+                lambda: self._node_schedulable(http),
+                timeout=_left(deadline),
+                what=f"node {NODE_NAME} Ready without the not-ready taint "
+                "(kwok marks it Ready, the controller-manager lifts the taint)",
+                process=kwok,
+            )
             dead = [p for p in self.processes if not p.alive()]
             if dead:
-                raise StackError(f"{dead[0].name} exited; log {dead[0].log}:\n"
-                                 f"{dead[0].log_tail()}")
+                raise StackError(f"{dead[0].name} exited; log {dead[0].log}:\n{dead[0].log_tail()}")
 
     def _spawn(self, name: str, argv: list[str], logs: Path) -> ManagedProcess:
         proc = spawn(name, argv, logs / f"{name}.log", cwd=self.workdir)
@@ -325,8 +403,9 @@ class ControlPlane:
         }
         resp = http.post(f"{self.server}/api/v1/nodes", json=node)
         if resp.status_code not in (201, 409):
-            raise StackError(f"creating node {NODE_NAME} failed: HTTP {resp.status_code} "
-                             f"{resp.text}")
+            raise StackError(
+                f"creating node {NODE_NAME} failed: HTTP {resp.status_code} {resp.text}"
+            )
 
     def _node_schedulable(self, http: httpx.Client) -> bool:
         try:
@@ -361,19 +440,24 @@ class ControlPlane:
             return self.user_kubeconfigs[user]
         except KeyError:
             known = ", ".join(sorted(self.user_kubeconfigs)) or "none"
-            raise KeyError(f"no test user {user!r} on this control plane (known: {known})") \
-                from None
+            raise KeyError(
+                f"no test user {user!r} on this control plane (known: {known})"
+            ) from None
 
-    def kubectl(self, *args: str, kubeconfig: Path | None = None,
-                input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, kubeconfig: Path | None = None, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this control plane (admin unless kubeconfig is given).
 
         Does not raise on a non-zero exit status; check ``returncode``.
         """
         return subprocess.run(
-            [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}",
-             *args],
-            input=input_text, capture_output=True, text=True, check=False, timeout=120,
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
 
 
@@ -397,7 +481,9 @@ def _generate_rsa_key(path: Path) -> None:
         return
     result = subprocess.run(
         ["openssl", "genrsa", "-out", str(path), "2048"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise StackError(f"openssl genrsa failed: {result.stderr.strip()}")
@@ -419,8 +505,9 @@ def _write_kubeconfig(path: Path, server: str, ca_file: Path, user: str, token: 
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {
-            "server": server, "certificate-authority": str(ca_file)}}],
+        "clusters": [
+            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca_file)}}
+        ],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": user, "context": {"cluster": "local", "user": user}}],
         "current-context": user,

@@ -52,8 +52,10 @@ def _recorded(paths: StackPaths) -> list[processes.ManagedProcess]:
         state = json.loads(paths.state_file.read_text())
     except (OSError, ValueError):
         return []
-    return [processes.ManagedProcess(p["name"], int(p["pid"]), Path(p["log"]))
-            for p in state.get("processes", [])]
+    return [
+        processes.ManagedProcess(p["name"], int(p["pid"]), Path(p["log"]))
+        for p in state.get("processes", [])
+    ]
 
 
 def running(paths: StackPaths) -> bool:
@@ -80,11 +82,18 @@ def up(paths: StackPaths) -> dict[str, str]:
         "KUBECONFIG": str(kube.kubeconfig),
         "GITOPS_KUBECTL": str(kube.bin_dir / "kubectl"),
     }
-    paths.state_file.write_text(json.dumps({
-        "processes": [{"name": p.name, "pid": p.pid, "log": str(p.log)}
-                      for p in [*kafka.processes, *kube.processes]],
-        "env": env,
-    }, indent=2))
+    paths.state_file.write_text(
+        json.dumps(
+            {
+                "processes": [
+                    {"name": p.name, "pid": p.pid, "log": str(p.log)}
+                    for p in [*kafka.processes, *kube.processes]
+                ],
+                "env": env,
+            },
+            indent=2,
+        )
+    )
     paths.env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
     print(f"stack up in {time.monotonic() - started:.1f}s; settings in {paths.env_file}")
     return env
