@@ -6,9 +6,9 @@ is committed only after its handler succeeded) and the dead-letter topic for rec
 cannot be parsed or handled, so that one bad record never stops a partition.
 """
 
-from gitops_bus.admin import ensure_topics
+from gitops_bus.admin import ensure_topics, list_topics
 from gitops_bus.consuming import Consumer, Handler
 from gitops_bus.producing import Publisher
 from gitops_bus.reading import Record, tail
 
-__all__ = ["Consumer", "Handler", "Publisher", "Record", "ensure_topics", "tail"]
+__all__ = ["Consumer", "Handler", "Publisher", "Record", "ensure_topics", "list_topics", "tail"]

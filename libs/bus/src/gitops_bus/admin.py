@@ -45,3 +45,13 @@ async def ensure_topics(
     finally:
         await admin.close()
     return [prefix + spec.name for spec in TOPICS]
+
+
+async def list_topics(bootstrap_servers: str) -> set[str]:
+    """The names of the topics that exist on the cluster."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="gitops-admin")
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()

@@ -116,15 +116,22 @@ class Consumer:
         except DecodeError as exc:
             log.warning(
                 "undecodable record sent to dead letters",
-                extra={"topic": tp.topic, "offset": record.offset, "reason": exc.reason,
-                       "error": str(exc)},
+                extra={
+                    "topic": tp.topic,
+                    "offset": record.offset,
+                    "reason": exc.reason,
+                    "error": str(exc),
+                },
             )
             await self._dead_letter(tp, record, exc.reason, str(exc))
             self._count(tp.topic, event_type, exc.reason)
             return
         parent = tracing.extract_context(
-            {k: v.decode("utf-8", "replace") for k, v in headers if k in ("traceparent",
-                                                                          "tracestate")}
+            {
+                k: v.decode("utf-8", "replace")
+                for k, v in headers
+                if k in ("traceparent", "tracestate")
+            }
         )
         started = time.perf_counter()
         with self._tracer.start_as_current_span(
@@ -146,8 +153,9 @@ class Consumer:
             if error is not None:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-                await self._dead_letter(tp, record, "handler-failed",
-                                        f"{type(error).__name__}: {error}")
+                await self._dead_letter(
+                    tp, record, "handler-failed", f"{type(error).__name__}: {error}"
+                )
                 self._count(tp.topic, envelope.type, "handler-failed")
             else:
                 self._count(tp.topic, envelope.type, "ok")
@@ -167,8 +175,12 @@ class Consumer:
                 log.warning(
                     "handler failed",
                     exc_info=True,
-                    extra={"event_id": envelope.id, "event_type": envelope.type,
-                           "subject": envelope.subject, "attempt": attempt},
+                    extra={
+                        "event_id": envelope.id,
+                        "event_type": envelope.type,
+                        "subject": envelope.subject,
+                        "attempt": attempt,
+                    },
                 )
                 if attempt == self._attempts:
                     return exc

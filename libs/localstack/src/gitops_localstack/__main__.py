@@ -18,8 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=Path.cwd(), help="repository root (default: current directory)"
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the running stack keeps its state (default: ROOT/.local)",
+    )
     args = parser.parse_args(argv)
-    paths = stack.StackPaths(args.root.resolve())
+    paths = stack.StackPaths(
+        args.root.resolve(), args.state_dir.resolve() if args.state_dir else None
+    )
     try:
         if args.action == "up":
             stack.up(paths)

@@ -7,6 +7,7 @@ cluster. Everything is under `.local/`; Ctrl-C stops the services, then the stac
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import signal
@@ -135,9 +136,22 @@ def _ready(port: int) -> bool:
         return False
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Start everything, print where to look, and wait for Ctrl-C."""
-    paths = stack.StackPaths(Path.cwd().resolve())
+    parser = argparse.ArgumentParser(
+        prog="python -m gitops_localstack.demo",
+        description="The local stack, all services and a demo.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where to keep state, logs and the demo repo (default: .local)",
+    )
+    args = parser.parse_args(argv)
+    paths = stack.StackPaths(
+        Path.cwd().resolve(), args.state_dir.resolve() if args.state_dir else None
+    )
     env = stack.up(paths)
     base = paths.local / "demo"
     base.mkdir(parents=True, exist_ok=True)
@@ -181,7 +195,8 @@ def main() -> int:
             dead = [s for s, (p, _) in running.items() if not p.alive()]
             if dead:
                 print(
-                    f"service(s) exited: {', '.join(dead)}; see .local/run/*.log", file=sys.stderr
+                    f"service(s) exited: {', '.join(dead)}; see the logs in {paths.local / 'run'}",
+                    file=sys.stderr,
                 )
                 return 1
             time.sleep(0.5)

@@ -9,6 +9,7 @@ recorded processes and nothing else.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import time
@@ -22,19 +23,20 @@ from gitops_localstack.kubernetes import ControlPlane
 
 @dataclass(frozen=True)
 class StackPaths:
-    """Where the stack keeps its state, relative to the repository root."""
+    """Where the stack keeps its state: `.local/` of the repository unless told otherwise."""
 
     root: Path
+    state_dir: Path | None = None
 
     @property
     def cache(self) -> Path:
-        """Downloaded and built binaries (kept across runs)."""
-        return self.root / ".cache"
+        """Downloaded and built binaries (kept across runs); GITOPS_CACHE_DIR moves it."""
+        return Path(os.environ.get("GITOPS_CACHE_DIR") or self.root / ".cache")
 
     @property
     def local(self) -> Path:
         """Runtime state of the running stack."""
-        return self.root / ".local"
+        return self.state_dir or self.root / ".local"
 
     @property
     def env_file(self) -> Path:
