@@ -48,7 +48,8 @@ class Alerter:
                 environment=event.environment,
                 fingerprint=key,
                 status=AlertStatus.FIRING,
-                severity=Severity.CRITICAL if event.phase is DeployPhase.FAILED
+                severity=Severity.CRITICAL
+                if event.phase is DeployPhase.FAILED
                 else Severity.WARNING,
                 reason=event.reason,
                 summary=f"deploy {event.phase.value} for {event.app}/{event.environment}",
@@ -60,8 +61,11 @@ class Alerter:
         elif event.phase is DeployPhase.HEALTHY and key in self._firing:
             firing = self._firing.pop(key)
             resolved = firing.model_copy(
-                update={"status": AlertStatus.RESOLVED, "ends_at": datetime.now(UTC),
-                        "revision": event.revision}
+                update={
+                    "status": AlertStatus.RESOLVED,
+                    "ends_at": datetime.now(UTC),
+                    "revision": event.revision,
+                }
             )
             await self._publisher.publish(resolved)
 
