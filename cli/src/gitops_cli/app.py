@@ -81,7 +81,10 @@ def run_service(
         raise _fail(f"unknown service {service!r}; choose one of: {', '.join(SERVICES)}", 2)
     settings = _settings()
     config = _config(settings)
-    _run(serve(service, settings, config, builders[service]))
+    try:
+        _run(serve(service, settings, config, builders[service]))
+    except ConfigError as exc:  # a service's own settings, validated while it is built
+        raise _fail(str(exc)) from None
 
 
 async def _publish_command(settings: Settings, command: Command) -> str:

@@ -66,7 +66,6 @@ class Consumer:
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=300000,
         )
-        self._tracer = tracing.tracer("gitops_bus")
         self._stopping = asyncio.Event()
         self.started = False
 
@@ -134,7 +133,7 @@ class Consumer:
             }
         )
         started = time.perf_counter()
-        with self._tracer.start_as_current_span(
+        with tracing.tracer("gitops_bus").start_as_current_span(
             f"handle {envelope.type}",
             context=parent,
             kind=trace.SpanKind.CONSUMER,

@@ -31,7 +31,6 @@ class Publisher:
             client_id=source.replace("/", "-"),
             request_timeout_ms=15000,
         )
-        self._tracer = tracing.tracer("gitops_bus")
         self.started = False
 
     async def start(self) -> None:
@@ -47,7 +46,7 @@ class Publisher:
     async def publish(self, event: Event) -> Envelope:
         """Publish one event to its topic, as a child span of the current one."""
         topic = topic_for(event, self.prefix)
-        with self._tracer.start_as_current_span(
+        with tracing.tracer("gitops_bus").start_as_current_span(
             f"publish {event.EVENT_TYPE}",
             kind=trace.SpanKind.PRODUCER,
             attributes={

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     repo = make_demo_repo(base)
     config = write_config(base, repo, env["KUBECONFIG"])
     gitops = Path(sys.executable).parent / "gitops"
+    webhook_secret = secrets.token_hex(16)
+    secret_file = base / "webhook-secret"
+    secret_file.touch(mode=0o600)
+    secret_file.write_text(webhook_secret)
     running: dict[str, tuple[processes.ManagedProcess, int]] = {}
     interrupted = False
 
@@ -180,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                     "GITOPS_CONFIG": str(config),
                     "GITOPS_HTTP_PORT": str(port),
                     "GITOPS_LOG_FORMAT": "json",
+                    "GITOPS_POLL_INTERVAL_SECONDS": "5",
+                    "GITOPS_WEBHOOK_SECRET": webhook_secret,
+                    "GITOPS_GIT_CACHE_DIR": str(paths.local / "git-cache"),
                 },
             )
             running[service] = (proc, port)
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 what=f"{service} to be ready",
                 process=proc,
             )
-        _print_where_to_look(paths, env, config, repo, running)
+        _print_where_to_look(paths, env, config, repo, running, secret_file)
         while not interrupted:
             dead = [s for s, (p, _) in running.items() if not p.alive()]
             if dead:
@@ -222,6 +230,7 @@ def _print_where_to_look(
     config: Path,
     repo: Path,
     running: dict[str, tuple[processes.ManagedProcess, int]],
+    secret_file: Path,
 ) -> None:
     lines = ["", "GitOps demo is running. Where to look:", ""]
     for service, (proc, port) in running.items():
@@ -238,6 +247,10 @@ def _print_where_to_look(
         f"  Push a change:   cd {repo.parent / 'demo-config'} && edit apps/demo/*.yaml && "
         "git commit -am change && git push origin staging",
         f"  Request a sync:  GITOPS_CONFIG={config} .venv/bin/gitops sync demo staging",
+        "",
+        f"  Webhooks:        POST http://127.0.0.1:{running['git-watcher'][1]}/webhooks/"
+        f"<github|gitlab|gitea|bitbucket|generic> signed with the secret in {secret_file}",
+        "                   (git-watcher also polls every 5 s)",
         "",
         "Ctrl-C stops everything.",
     ]
