@@ -10,10 +10,14 @@ import yaml
 
 from gitops_cli.app import SERVICES
 from gitops_config.settings import ENVIRONMENT_VARIABLES
+from gitops_git_watcher.settings import WatcherSettings
 from gitops_runtime.runtimes import DEFAULT_PORTS
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = {"kafka", "kafka-ui", "jaeger"}
+SERVICE_VARIABLES = {
+    "git-watcher": {str(f.validation_alias) for f in WatcherSettings.model_fields.values()},
+}
 
 
 def _compose() -> dict[str, Any]:
@@ -33,7 +37,7 @@ def test_ports_and_variables_are_the_ones_the_code_reads() -> None:
     services = _compose()["services"]
     for name in SERVICES:
         env = services[name]["environment"]
-        unknown = set(env) - set(ENVIRONMENT_VARIABLES)
+        unknown = set(env) - set(ENVIRONMENT_VARIABLES) - SERVICE_VARIABLES.get(name, set())
         assert not unknown, f"{name} sets variables no code reads: {unknown}"
         port = int(env["GITOPS_HTTP_PORT"])
         assert port == DEFAULT_PORTS[name]
