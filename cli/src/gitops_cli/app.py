@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gitops_bus import Publisher, ensure_topics, tail
-from gitops_cli import environment, status
+from gitops_cli import environment, sealing, status
 from gitops_config import ConfigError, GitopsConfig, Settings, load_config
 from gitops_events import TOPICS, Command, ResumeCommand, SuspendCommand, SyncCommand
 from gitops_runtime.runtimes import Build, serve
@@ -152,6 +152,9 @@ def resume(
 ) -> None:
     """Resume applying changes to APP in ENV."""
     _command(app_name, env, ResumeCommand)
+
+
+app.command("seal")(sealing.seal)
 
 
 @app.command()
