@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from gitops_localstack.kafka import KafkaBroker
-from tests.bench import bench_bus
+from tests.bench import bench_bus, bench_release
 from tests.bench.report import REPO, Report
 
 
@@ -21,6 +21,9 @@ def main() -> None:
         broker = KafkaBroker.start(Path(tmp) / "kafka", REPO / ".cache", REPO)
         try:
             asyncio.run(bench_bus.run(report, broker.bootstrap_servers))
+            asyncio.run(
+                bench_release.run(report, broker.bootstrap_servers, Path(tmp), REPO / ".cache")
+            )
         finally:
             broker.stop()
     report.write(REPO / ".local" / "bench" / "report.json", REPO / "docs" / "performance.md")
