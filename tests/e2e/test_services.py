@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gitops_bus import tail
 from gitops_events import Alert, Command, DeployEvent, Envelope
+from gitops_localstack.kubernetes import ControlPlane
 from gitops_localstack.processes import free_port
 from tests.support.kafka import KafkaTarget
 from tests.support.otlp import OtlpReceiver
@@ -49,10 +50,13 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
     await otlp.stop()
 
 
-def _env(kafka: KafkaTarget, config: Path, otlp: OtlpReceiver) -> dict[str, str]:
+def _env(
+    kafka: KafkaTarget, config: Path, otlp: OtlpReceiver, kube: ControlPlane
+) -> dict[str, str]:
     return {
         **kafka.env(),
         "GITOPS_CONFIG": str(config),
+        "KUBECONFIG": str(kube.kubeconfig),
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
         "GITOPS_LOG_FORMAT": "json",
     }
@@ -67,11 +71,11 @@ async def _records(kafka: KafkaTarget, topic: str) -> list[Envelope]:
 
 
 async def test_event_crosses_three_processes_in_one_trace(
-    kafka: KafkaTarget, receiver: OtlpReceiver, tmp_path: Path
+    kafka: KafkaTarget, receiver: OtlpReceiver, kube: ControlPlane, tmp_path: Path
 ) -> None:
     config = tmp_path / "gitops.yaml"
-    config.write_text(CONFIG.format(kubeconfig=tmp_path / "kubeconfig"))
-    env = _env(kafka, config, receiver)
+    config.write_text(CONFIG.format(kubeconfig=kube.kubeconfig))
+    env = _env(kafka, config, receiver, kube)
     services: list[ServiceProcess] = [
         start_service(name, free_port(), env, tmp_path / f"{name}.log")
         for name in ("deployer", "alerter")
@@ -147,13 +151,13 @@ async def test_event_crosses_three_processes_in_one_trace(
 
 
 async def test_logs_are_json_with_trace_ids(
-    kafka: KafkaTarget, receiver: OtlpReceiver, tmp_path: Path
+    kafka: KafkaTarget, receiver: OtlpReceiver, kube: ControlPlane, tmp_path: Path
 ) -> None:
     import json
 
     config = tmp_path / "gitops.yaml"
-    config.write_text(CONFIG.format(kubeconfig=tmp_path / "kubeconfig"))
-    env = _env(kafka, config, receiver)
+    config.write_text(CONFIG.format(kubeconfig=kube.kubeconfig))
+    env = _env(kafka, config, receiver, kube)
     deployer = start_service("deployer", free_port(), env, tmp_path / "deployer.log")
     try:
         await eventually(deployer.ready, timeout=60, what="deployer /readyz")

@@ -72,5 +72,7 @@ def setup_logging(service: str, *, level: str = "INFO", fmt: str = "json") -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "urllib3", "git"):
+    # kubernetes_asyncio logs whole response bodies at DEBUG, Secrets and keys included, so it
+    # never logs below WARNING whatever the level asked for.
+    for noisy in ("aiokafka", "kafka", "urllib3", "git", "kubernetes_asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
