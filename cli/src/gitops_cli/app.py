@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gitops_bus import Publisher, ensure_topics, tail
-from gitops_cli import environment, sealing, status
+from gitops_cli import diffing, environment, sealing, status
 from gitops_config import ConfigError, GitopsConfig, Settings, load_config
 from gitops_events import TOPICS, Command, ResumeCommand, SuspendCommand, SyncCommand
 from gitops_runtime.runtimes import Build, serve
@@ -155,6 +155,7 @@ def resume(
 
 
 app.command("seal")(sealing.seal)
+app.command("diff")(diffing.diff)
 
 
 @app.command()

@@ -264,6 +264,12 @@ class DriftEvent(_AboutEnvironment):
     fingerprint: str = Field(description="Stable id of this set of differences.")
     objects: list[ObjectDrift] = Field(default_factory=list)
     observed_at: datetime = Field(default_factory=_now)
+    # Why this event was published when it is not news about the differences themselves, e.g.
+    # "SelfHealGaveUp": self-heal kept reverting the same drift and something kept bringing it
+    # back, so it stopped. None for plain detected/changed/resolved events (and older writers).
+    reason: str | None = Field(
+        default=None, description="Short CamelCase cause, e.g. SelfHealGaveUp; usually None."
+    )
 
 
 class AlertStatus(StrEnum):

@@ -38,6 +38,25 @@ class Target:
     context: str | None = None
 
 
+def target_for(
+    *,
+    kubeconfig: Path | None,
+    context: str | None,
+    in_cluster: bool,
+    default_kubeconfig: str | None,
+) -> Target:
+    """How to reach a cluster as gitops.yaml describes it.
+
+    A cluster that names a context but no kubeconfig uses ``default_kubeconfig`` (the process's
+    ``KUBECONFIG``), and without that ``~/.kube/config``, as kubectl does.
+    """
+    if in_cluster:
+        return Target(None)
+    return Target(
+        kubeconfig or Path(default_kubeconfig or Path.home() / ".kube" / "config"), context
+    )
+
+
 class Sessions:
     """Sessions by cluster name; use as ``async with Sessions() as sessions``."""
 

@@ -13,29 +13,32 @@ and the kinds the cluster serves, so it is tested without a cluster and runs bef
   installs kinds, so that, for example, a ServiceAccount exists before the Deployment using it;
 - the environment's own namespace (named in gitops.yaml, so always allowed) is created when it
   does not exist, as Argo CD's ``CreateNamespace=true`` does; it is never pruned.
+
+Defaults and ownership marks come from ``gitops_kube.ownership``, which the drift detector uses
+too, so that what it compares with the cluster is exactly what the deployer would apply.
 """
 
 from __future__ import annotations
 
-import copy
-import re
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
 from gitops_config.models import Environment
 from gitops_events import DesiredObject, DesiredState, ObjectRef
-from gitops_kube import inventory
+from gitops_kube import inventory, ownership
 from gitops_kube.discovery import ResourceType, types_from_crd
 
-FIELD_MANAGER = "gitops-deployer"
-"""The server-side apply field manager of every write the deployer makes."""
-
-APP_LABEL = "gitops.io/app"
-ENVIRONMENT_LABEL = "gitops.io/environment"
-REVISION_ANNOTATION = "gitops.io/revision"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "gitops-deployer"
+# The manifest shaping and ownership marks are shared with the drift detector (gitops_kube's
+# ownership module); the deployer's modules keep naming them through planning.
+FIELD_MANAGER = ownership.FIELD_MANAGER
+APP_LABEL = ownership.APP_LABEL
+ENVIRONMENT_LABEL = ownership.ENVIRONMENT_LABEL
+MANAGED_BY_LABEL = ownership.MANAGED_BY_LABEL
+MANAGED_BY = ownership.MANAGED_BY
+owner_labels = ownership.owner_labels
+inventory_name = ownership.inventory_name
+inventory_labels = ownership.inventory_labels
 
 NAMESPACE = ("", "Namespace")
 NAMESPACE_TYPE = ResourceType("", "v1", "Namespace", "namespaces", namespaced=False)
@@ -81,21 +84,6 @@ KIND_ORDER = (
     "APIService",
 )
 _RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
-
-# Fields the server owns; a manifest exported from a live cluster may still carry them, and a
-# stale resourceVersion would turn every apply into a conflict.
-_SERVER_METADATA = (
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "selfLink",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-)
-
-_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 
 TypeKey = tuple[str, str]
 """(apiVersion, kind) as a manifest writes it."""
@@ -248,14 +236,6 @@ def with_environment_namespace(plan: Plan, environment: Environment, existing: S
     return Plan(definitions=(namespace, *plan.definitions), others=plan.others)
 
 
-def owner_labels(app: str, environment: str) -> dict[str, str]:
-    """The labels that mark an object as owned by one app environment (prune selects on them)."""
-    for value in (app, environment):
-        if not _LABEL_VALUE.fullmatch(value) or len(value) > 63:
-            raise ValueError(f"{value!r} is not a valid label value")
-    return {APP_LABEL: app, ENVIRONMENT_LABEL: environment}
-
-
 def object_key(resource: ResourceType, obj: Mapping[str, Any]) -> ObjectKey:
     """The identity of a live object (as listed) of a resource."""
     metadata = obj.get("metadata") or {}
@@ -344,7 +324,7 @@ def plan(
                 source=obj.source,
                 involved_object=_ref_of(obj.manifest),
             )
-        manifest = _owned(_confined(obj, resource, environment), labels, state.revision)
+        manifest = ownership.owned(_confined(obj, resource, environment), labels, state.revision)
         item = PlannedObject(obj.source, resource, manifest, crd_pending)
         if item.key in seen:
             raise RejectedError(
@@ -376,16 +356,14 @@ def _confined(
     obj: DesiredObject, resource: ResourceType, environment: Environment
 ) -> dict[str, Any]:
     """A copy of the manifest with its namespace settled, or RejectedError if it is not allowed."""
-    manifest = copy.deepcopy(obj.manifest)
-    manifest.pop("status", None)
-    metadata: dict[str, Any] = dict(manifest["metadata"])
-    for field in _SERVER_METADATA:
-        metadata.pop(field, None)
+    manifest = ownership.settled(
+        obj.manifest, namespaced=resource.namespaced, namespace=environment.namespace
+    )
+    metadata: dict[str, Any] = manifest["metadata"]
     name = str(metadata["name"])
     allowed = environment.allowed_namespaces
     if resource.namespaced:
-        namespace = metadata.get("namespace") or environment.namespace
-        metadata["namespace"] = namespace
+        namespace = metadata["namespace"]
         if namespace not in allowed:
             ref = ObjectRef(
                 api_version=resource.api_version,
@@ -401,7 +379,6 @@ def _confined(
                 involved_object=ref,
             )
     else:
-        metadata.pop("namespace", None)
         ref = ObjectRef(api_version=resource.api_version, kind=resource.kind, name=name)
         if resource.kind not in environment.allow_cluster_scoped:
             raise RejectedError(
@@ -419,32 +396,7 @@ def _confined(
                 source=obj.source,
                 involved_object=ref,
             )
-    manifest["metadata"] = metadata
     return manifest
-
-
-def _owned(manifest: dict[str, Any], labels: Mapping[str, str], revision: str) -> dict[str, Any]:
-    metadata = manifest["metadata"]
-    metadata["labels"] = {**(metadata.get("labels") or {}), **labels, MANAGED_BY_LABEL: MANAGED_BY}
-    metadata["annotations"] = {**(metadata.get("annotations") or {}), REVISION_ANNOTATION: revision}
-    return manifest
-
-
-def inventory_name(app: str, environment: str) -> str:
-    """The name of the inventory ConfigMap of one app environment.
-
-    App and environment names cannot contain dots, so the name is unambiguous.
-    """
-    return f"gitops-inventory.{app}.{environment}"
-
-
-def inventory_labels(app: str, environment: str) -> dict[str, str]:
-    """Labels of the inventory ConfigMap: findable, but not the ownership labels prune uses."""
-    return {
-        MANAGED_BY_LABEL: MANAGED_BY,
-        "gitops.io/inventory-of-app": app,
-        "gitops.io/inventory-of-environment": environment,
-    }
 
 
 def prunable(
