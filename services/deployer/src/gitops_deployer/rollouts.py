@@ -8,6 +8,9 @@ before that first batch exists (those in a namespace the revision creates, or of
 CRD defines) are dry-run right after it; only those can fail once the first batch is written,
 which is Flux's staged apply too.
 
+SealedSecrets are opened into Secrets before planning (see ``unsealing``): a SealedSecret that
+does not open rejects the revision like any other planning failure, before anything is written.
+
 Objects whose dry-run result equals the live object are not written again (counted unchanged).
 Prune runs only after everything applied, lists owned objects (both ownership labels) of the
 kinds in the inventory and the current set, and deletes the ones Git no longer has; the
@@ -27,7 +30,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from gitops_config.models import Environment
-from gitops_deployer import planning
+from gitops_deployer import planning, unsealing
 from gitops_deployer.planning import DeployError, ObjectKey, Plan, PlannedObject, RejectedError
 from gitops_events import DesiredState
 from gitops_kube import applying, health, inventory
@@ -127,25 +130,43 @@ def unchanged(live: Mapping[str, Any] | None, dry_run: Mapping[str, Any]) -> boo
 class Rollout:
     """Converges one cluster to one desired state of one app environment."""
 
-    def __init__(self, session: Session, environment: Environment, state: DesiredState) -> None:
-        """Aim at a cluster session with the environment's configuration."""
+    def __init__(
+        self,
+        session: Session,
+        environment: Environment,
+        state: DesiredState,
+        *,
+        unseal: unsealing.Unseal,
+    ) -> None:
+        """Aim at a cluster session with the environment's configuration.
+
+        ``unseal`` opens the SealedSecrets of ``state`` into Secrets before it is planned.
+        """
         self.session = session
         self.environment = environment
         self.state = state
         self.owner = planning.owner_labels(state.app, state.environment)
         self._api = session.api
+        self._unseal = unseal
 
     async def plan(self) -> tuple[Plan, set[str]]:
-        """Discover the kinds and plan; the plan and the target namespaces that exist.
+        """Open the SealedSecrets, discover the kinds and plan.
 
-        Raises RejectedError (nothing written) for anything planning refuses.
+        Returns the plan and the target namespaces that exist. Raises RejectedError (nothing
+        written) for a SealedSecret that does not open and for anything planning refuses.
         """
+        state = self.state
+        if sealed_count := unsealing.count_sealed(state):
+            with _tracer().start_as_current_span(
+                "unseal", attributes=self._attributes(objects=sealed_count)
+            ):
+                state = await self._unseal(state, self.environment)
         served: dict[planning.TypeKey, ResourceType] = {}
-        for type_key in sorted(planning.requested_types(self.state)):
+        for type_key in sorted(planning.requested_types(state)):
             found = await self._call("DiscoveryFailed", self.session.discovery.find(*type_key))
             if found is not None:
                 served[type_key] = found
-        plan = planning.plan(self.state, self.environment, served)
+        plan = planning.plan(state, self.environment, served)
         namespaces = sorted(plan.target_namespaces() | {self.environment.namespace})
         results = await _bounded(namespaces, self._namespace_exists)
         if failures := _failures(results):

@@ -12,22 +12,29 @@ child of the span of the event that asked for it.
 On start the deployer reads the compacted ``desired`` topic (and the commands, for suspensions)
 from the beginning to rebuild what it knew before a restart, so that a sync command works at once;
 records its consumer group redelivers after that are applied as usual.
+
+The deployer also holds the sealing keys (see ``keyrings``): it loads or makes them in its own
+namespace at start, renews them, serves the newest certificate at ``/v1/cert.pem`` for
+``gitops seal`` and ``kubeseal --cert``, and opens SealedSecrets just before it applies them
+(see ``unsealing``). Its own settings come from environment variables read once, here (see
+``settings``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from pathlib import Path
 
 from gitops_bus import tail
 from gitops_config import GitopsConfig
 from gitops_config.models import Environment
 from gitops_config.settings import KafkaSettings
-from gitops_deployer import reporting, rollouts
+from gitops_deployer import keyrings, reporting, rollouts, unsealing
 from gitops_deployer.planning import DeployError, RejectedError
 from gitops_deployer.reporting import DeployMetrics, Reporter
+from gitops_deployer.settings import DeployerSettings, cluster_target
 from gitops_deployer.workers import Worker
 from gitops_events import (
     Command,
@@ -41,8 +48,9 @@ from gitops_events import (
     SyncCommand,
     subject_for,
 )
-from gitops_kube.sessions import ConnectError, Session, Sessions, Target
+from gitops_kube.sessions import ConnectError, Session, Sessions
 from gitops_runtime.runtimes import Runtime
+from gitops_sealing import certs
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +68,20 @@ class Deployer:
         config: GitopsConfig,
         reporter: Reporter,
         *,
+        unseal: unsealing.Unseal,
         kafka: KafkaSettings | None = None,
         default_kubeconfig: str | None = None,
         health_poll_seconds: float = 1.0,
     ) -> None:
         """Deploy what ``config`` describes and report every step with ``reporter``.
 
-        ``kafka`` is where to rebuild the desired states from at start (None: start empty);
+        ``unseal`` opens the SealedSecrets of a desired state before it is planned; ``kafka`` is
+        where to rebuild the desired states from at start (None: start empty);
         ``default_kubeconfig`` is used for clusters that name a context but no kubeconfig.
         """
         self._config = config
         self._reporter = reporter
+        self._unseal = unseal
         self._kafka = kafka
         self._default_kubeconfig = default_kubeconfig
         self._health_poll_seconds = health_poll_seconds
@@ -281,7 +292,7 @@ class Deployer:
         self._reporter.status(app, env_name, health_status=reporting.PROGRESSING)
         try:
             session = await self._session(environment.cluster)
-            rollout = rollouts.Rollout(session, environment, state)
+            rollout = rollouts.Rollout(session, environment, state, unseal=self._unseal)
             plan, existing = await rollout.plan()
             result = await rollout.converge(plan, existing)
         except DeployError as problem:
@@ -400,7 +411,7 @@ class Deployer:
             self._reporter.outcome(app, env_name, "failed")
             return
         started = time.perf_counter()
-        rollout = rollouts.Rollout(session, environment, target)
+        rollout = rollouts.Rollout(session, environment, target, unseal=self._unseal)
         try:
             plan, existing = await rollout.plan()
             result = await rollout.converge(plan, existing)
@@ -499,14 +510,7 @@ class Deployer:
 
     async def _session(self, cluster_name: str) -> Session:
         """The cluster's session; RejectedError (ClusterUnreachable) when it cannot be set up."""
-        cluster = self._config.clusters[cluster_name]
-        if cluster.in_cluster:
-            target = Target(None)
-        else:
-            kubeconfig = cluster.kubeconfig or Path(
-                self._default_kubeconfig or Path.home() / ".kube" / "config"
-            )
-            target = Target(kubeconfig, cluster.context)
+        target = cluster_target(self._config.clusters[cluster_name], self._default_kubeconfig)
         try:
             return await self._sessions.get(cluster_name, target)
         except ConnectError as exc:
@@ -537,14 +541,28 @@ class Deployer:
 
 
 def build(runtime: Runtime, config: GitopsConfig) -> None:
-    """Register the deployer's consumers, its background loop and its readiness check."""
+    """Register the deployer on a runtime, with its own settings from the environment."""
+    build_with(runtime, config, DeployerSettings.from_environ(os.environ))
+
+
+def build_with(runtime: Runtime, config: GitopsConfig, settings: DeployerSettings) -> None:
+    """Register the deployer's consumers, loops, certificate route and readiness checks.
+
+    Raises ConfigError when the settings name a cluster that gitops.yaml does not define.
+    """
+    cluster, target = settings.sealing_target(config, runtime.settings.kubeconfig)
+    keyring = keyrings.Keyring(target, cluster, settings.key_settings())
     reporter = Reporter(runtime.publisher, DeployMetrics(runtime.metrics.registry))
     deployer = Deployer(
         config,
         reporter,
+        unseal=unsealing.Unsealer(keyring),
         kafka=runtime.settings.kafka,
         default_kubeconfig=runtime.settings.kubeconfig,
     )
     runtime.consume(["desired", "revisions", "commands"], deployer.handle)
+    runtime.loop(keyring.run)
     runtime.loop(deployer.run)
+    runtime.routes(certs.cert_routes(lambda: keyring.ring))
     runtime.check("desired-state-rebuilt", lambda: deployer.ready)
+    runtime.check("sealing-keys", lambda: keyring.loaded)
