@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -182,3 +182,36 @@ def _variables() -> list[tuple[str | None, str]]:
 
 ENVIRONMENT_VARIABLES: tuple[str, ...] = tuple(variable for _, variable in _variables())
 """Every environment variable `Settings.from_env` reads, in declaration order."""
+
+
+class ServiceSettings(BaseModel):
+    """Base of one service's own settings: each field names its variable (validation_alias).
+
+    Services read them once, at build time, with `from_environ`, and pass them down as plain
+    values, so nothing deeper reads the environment.
+    """
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Self:
+        """Read the settings from `environ` (empty values count as unset).
+
+        Raises `ConfigError` naming each variable whose value is invalid, never the value.
+        """
+        values: dict[str, Any] = {}
+        for field in cls.model_fields.values():
+            variable = str(field.validation_alias)
+            if environ.get(variable):
+                values[variable] = environ[variable]
+        try:
+            return cls.model_validate(values)
+        except pydantic.ValidationError as error:
+            raise errors.ConfigError(
+                "environment",
+                [
+                    errors.Problem(
+                        path=str(detail["loc"][-1]),
+                        message=detail["msg"].removeprefix("Value error, "),
+                    )
+                    for detail in error.errors()
+                ],
+            ) from None

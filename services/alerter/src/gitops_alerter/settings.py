@@ -21,15 +21,12 @@ is not checked: a reason without a playbook gives a link to a missing file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
-import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
-from gitops_config import ConfigError
-from gitops_config.errors import Problem
+from gitops_config.settings import ServiceSettings
 
 
 def _check_playbook_base(value: str) -> str:
@@ -39,7 +36,7 @@ def _check_playbook_base(value: str) -> str:
     return value
 
 
-class AlerterSettings(BaseModel):
+class AlerterSettings(ServiceSettings):
     """Everything the alerter needs beyond the shared `Settings` and `gitops.yaml`."""
 
     model_config = ConfigDict(
@@ -65,31 +62,6 @@ class AlerterSettings(BaseModel):
         default=60.0, ge=0, validation_alias="GITOPS_ALERT_RETRY_BACKOFF_MAX_SECONDS"
     )
     queue_size: int = Field(default=1000, ge=1, validation_alias="GITOPS_ALERT_QUEUE_SIZE")
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> AlerterSettings:
-        """Read the settings from `environ` (empty values count as unset).
-
-        Raises `ConfigError` naming each variable whose value is invalid, never the value.
-        """
-        values: dict[str, Any] = {}
-        for field in cls.model_fields.values():
-            variable = str(field.validation_alias)
-            if environ.get(variable):
-                values[variable] = environ[variable]
-        try:
-            return cls.model_validate(values)
-        except pydantic.ValidationError as error:
-            raise ConfigError(
-                "environment",
-                [
-                    Problem(
-                        path=str(detail["loc"][-1]),
-                        message=detail["msg"].removeprefix("Value error, "),
-                    )
-                    for detail in error.errors()
-                ],
-            ) from None
 
     def backoff(self, attempt: int) -> float:
         """The wait after failed try number `attempt` (1-based): doubling, capped."""

@@ -17,16 +17,14 @@ reach, as the Kubernetes client finds them: `KUBECONFIG` (its current context), 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from gitops_config import ConfigError, GitopsConfig
 from gitops_config.errors import Problem
 from gitops_config.models import Cluster, Name
+from gitops_config.settings import ServiceSettings
 from gitops_kube import sessions
 from gitops_kube.sessions import Target
 from gitops_sealing.keys import KeySettings
@@ -35,7 +33,7 @@ DEFAULT_RENEW_INTERVAL_SECONDS = 30 * 24 * 3600.0
 """Thirty days, Bitnami's controller's default key renewal period."""
 
 
-class DeployerSettings(BaseModel):
+class DeployerSettings(ServiceSettings):
     """Everything the deployer needs beyond the shared `Settings` and `gitops.yaml`."""
 
     model_config = ConfigDict(
@@ -56,31 +54,6 @@ class DeployerSettings(BaseModel):
         gt=0,
         validation_alias="GITOPS_SEALING_RENEW_INTERVAL_SECONDS",
     )
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> DeployerSettings:
-        """Read the settings from `environ` (empty values count as unset).
-
-        Raises `ConfigError` naming each variable whose value is invalid, never the value.
-        """
-        values: dict[str, Any] = {}
-        for field in cls.model_fields.values():
-            variable = str(field.validation_alias)
-            if environ.get(variable):
-                values[variable] = environ[variable]
-        try:
-            return cls.model_validate(values)
-        except pydantic.ValidationError as error:
-            raise ConfigError(
-                "environment",
-                [
-                    Problem(
-                        path=str(detail["loc"][-1]),
-                        message=detail["msg"].removeprefix("Value error, "),
-                    )
-                    for detail in error.errors()
-                ],
-            ) from None
 
     def key_settings(self) -> KeySettings:
         """Where the key pairs are kept and how often they are renewed."""

@@ -25,18 +25,13 @@ the differences of a rollout in progress are not drift.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from pydantic import ConfigDict, Field
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field
-
-from gitops_config import ConfigError
-from gitops_config.errors import Problem
+from gitops_config.settings import ServiceSettings
 from gitops_drift_detector import healing
 
 
-class DetectorSettings(BaseModel):
+class DetectorSettings(ServiceSettings):
     """Everything drift-detector needs beyond the shared `Settings` and `gitops.yaml`."""
 
     model_config = ConfigDict(
@@ -73,31 +68,6 @@ class DetectorSettings(BaseModel):
     self_heal_timeout_seconds: float = Field(
         default=120.0, gt=0, validation_alias="GITOPS_SELF_HEAL_TIMEOUT_SECONDS"
     )
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> DetectorSettings:
-        """Read the settings from `environ` (empty values count as unset).
-
-        Raises `ConfigError` naming each variable whose value is invalid, never the value.
-        """
-        values: dict[str, Any] = {}
-        for field in cls.model_fields.values():
-            variable = str(field.validation_alias)
-            if environ.get(variable):
-                values[variable] = environ[variable]
-        try:
-            return cls.model_validate(values)
-        except pydantic.ValidationError as error:
-            raise ConfigError(
-                "environment",
-                [
-                    Problem(
-                        path=str(detail["loc"][-1]),
-                        message=detail["msg"].removeprefix("Value error, "),
-                    )
-                    for detail in error.errors()
-                ],
-            ) from None
 
     def healing_policy(self) -> healing.Policy:
         """The self-heal timing every environment with `self_heal: true` follows."""

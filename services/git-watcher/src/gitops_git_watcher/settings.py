@@ -22,15 +22,11 @@ held as a `SecretStr` so it never shows in a repr, a log line or an error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
-from gitops_config import ConfigError
-from gitops_config.errors import Problem
+from gitops_config.settings import ServiceSettings
 from gitops_git_watcher.rendering import RenderLimits
 
 
@@ -38,7 +34,7 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "gitops" / "git-watcher"
 
 
-class WatcherSettings(BaseModel):
+class WatcherSettings(ServiceSettings):
     """Everything git-watcher needs beyond the shared `Settings` and `gitops.yaml`."""
 
     model_config = ConfigDict(
@@ -80,31 +76,6 @@ class WatcherSettings(BaseModel):
     restore_idle_seconds: float = Field(
         default=2.0, gt=0, validation_alias="GITOPS_RESTORE_IDLE_SECONDS"
     )
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> WatcherSettings:
-        """Read the settings from `environ` (empty values count as unset).
-
-        Raises `ConfigError` naming each variable whose value is invalid, never the value.
-        """
-        values: dict[str, Any] = {}
-        for field in cls.model_fields.values():
-            variable = str(field.validation_alias)
-            if environ.get(variable):
-                values[variable] = environ[variable]
-        try:
-            return cls.model_validate(values)
-        except pydantic.ValidationError as error:
-            raise ConfigError(
-                "environment",
-                [
-                    Problem(
-                        path=str(detail["loc"][-1]),
-                        message=detail["msg"].removeprefix("Value error, "),
-                    )
-                    for detail in error.errors()
-                ],
-            ) from None
 
     def render_limits(self) -> RenderLimits:
         """The limits every render runs under."""
