@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gitops_bus import Publisher, ensure_topics, tail
-from gitops_cli import diffing, environment, sealing, status
+from gitops_cli import diffing, environment, promoting, sealing, status
 from gitops_config import ConfigError, GitopsConfig, Settings, load_config
 from gitops_events import TOPICS, Command, ResumeCommand, SuspendCommand, SyncCommand
 from gitops_runtime.runtimes import Build, serve
@@ -156,6 +156,7 @@ def resume(
 
 app.command("seal")(sealing.seal)
 app.command("diff")(diffing.diff)
+app.command("promote")(promoting.promote)
 
 
 @app.command()
