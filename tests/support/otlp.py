@@ -25,6 +25,8 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str | None
     kind: int
+    # (trace id, span id) of every span this one links to, in hex.
+    links: tuple[tuple[str, str], ...] = ()
 
 
 class OtlpReceiver:
@@ -77,6 +79,9 @@ class OtlpReceiver:
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex() or None,
                             kind=span.kind,
+                            links=tuple(
+                                (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                            ),
                         )
                     )
         return web.Response(
