@@ -13,6 +13,7 @@ the text of the input (a YAML parser's own messages quote it, so they are not pa
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ import typer
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from gitops_sealing import certs, keys, sealed
+from gitops_sealing import certs, sealed
 from gitops_sealing.sealed import Scope
 
 _MAX_INPUT_BYTES = 4 * 1024 * 1024
@@ -156,7 +157,7 @@ def seal(
         sys.stdout.buffer.write(pem)
         return
     try:
-        public_key = certs.sealing_key(pem, keys.utc_now(), source=source)
+        public_key = certs.sealing_key(pem, datetime.datetime.now(datetime.UTC), source=source)
     except certs.CertificateError as exc:
         raise _fail(str(exc)) from None
     if raw:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -17,7 +18,9 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gitops_sealing.keys import KeyRing
+if TYPE_CHECKING:  # keys needs the Kubernetes client; the CLI's `seal` must not load it
+    from gitops_sealing.keys import KeyRing
+
 
 CERT_PATH = "/v1/cert.pem"
 PEM_CONTENT_TYPE = "application/x-pem-file"
