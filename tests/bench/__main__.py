@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from gitops_localstack.kafka import KafkaBroker
-from tests.bench import bench_bus, bench_release
+from tests.bench import bench_bus, bench_drift, bench_release
 from tests.bench.report import REPO, Report
 
 
@@ -23,6 +23,9 @@ def main() -> None:
             asyncio.run(bench_bus.run(report, broker.bootstrap_servers))
             asyncio.run(
                 bench_release.run(report, broker.bootstrap_servers, Path(tmp), REPO / ".cache")
+            )
+            asyncio.run(
+                bench_drift.run(report, broker.bootstrap_servers, Path(tmp), REPO / ".cache")
             )
         finally:
             broker.stop()

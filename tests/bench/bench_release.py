@@ -113,7 +113,7 @@ async def run(report: Report, bootstrap: str, workdir: Path, cache: Path) -> Non
                 notes="one apply per change, same files",
             )
         )
-        services = await _ours(report, bootstrap, kube, workdir)
+        await _ours(report, bootstrap, kube, workdir, services)
     finally:
         for service in services:
             service.terminate()
@@ -121,8 +121,12 @@ async def run(report: Report, bootstrap: str, workdir: Path, cache: Path) -> Non
 
 
 async def _ours(
-    report: Report, bootstrap: str, kube: ControlPlane, workdir: Path
-) -> list[ServiceProcess]:
+    report: Report,
+    bootstrap: str,
+    kube: ControlPlane,
+    workdir: Path,
+    services: list[ServiceProcess],
+) -> None:
     work, bare = workdir / "repo", workdir / "repo.git"
     _write(work / "app", _manifests(None, 0))
     _git("init", "-q", "-b", "staging", cwd=work)
@@ -146,11 +150,13 @@ async def _ours(
         "GITOPS_POLL_INTERVAL_SECONDS": "3600",
         "GITOPS_KUBECTL": str(kube.bin_dir / "kubectl"),
         "GITOPS_GIT_CACHE_DIR": str(workdir / "git-cache"),
+        # The deployer keeps its sealing keys on its default cluster: this one.
+        "KUBECONFIG": str(kube.kubeconfig),
         "GITOPS_LOG_LEVEL": "WARNING",
     }
     watcher = start_service("git-watcher", free_port(), env, workdir / "git-watcher.log")
-    deployer = start_service("deployer", free_port(), env, workdir / "deployer.log")
-    services = [watcher, deployer]
+    services.append(watcher)  # the caller stops them, whatever happens next
+    services.append(start_service("deployer", free_port(), env, workdir / "deployer.log"))
     for service in services:
         await eventually(service.ready, timeout=60, what=f"{service.name} ready")
 
@@ -213,4 +219,3 @@ async def _ours(
             "includes fetch, render, Kafka, dry-run and apply",
         )
     )
-    return services
