@@ -176,8 +176,17 @@ class Rollout:
         plan.check_namespaces(existing)
         return plan, existing
 
-    async def converge(self, plan: Plan, existing_namespaces: set[str]) -> Result:
+    async def converge(
+        self,
+        plan: Plan,
+        existing_namespaces: set[str],
+        *,
+        on_applied: Callable[[Result], Awaitable[None]] | None = None,
+    ) -> Result:
         """Dry-run, apply both batches, prune and record the inventory.
+
+        on_applied hears of the applied objects as soon as they are written, before pruning,
+        so "applied" is reported when it is true rather than after the clean-up.
 
         Raises RejectedError when nothing was written, PartlyAppliedError when the revision is
         partly applied.
@@ -228,6 +237,10 @@ class Rollout:
         ):
             applied += await self._apply(plan.others, observed, changed, done=applied)
         apply_seconds = time.perf_counter() - started
+        if on_applied is not None:
+            await on_applied(
+                Result(plan, applied, len(plan.objects) - applied, 0, apply_seconds, observed)
+            )
 
         pruned = 0
         if self.environment.prune:
@@ -304,23 +317,30 @@ class Rollout:
     async def _dry_run(
         self, objects: Sequence[PlannedObject], *, written: bool
     ) -> tuple[dict[ObjectKey, dict[str, Any]], set[ObjectKey]]:
-        """Read and dry-run the objects; the dry-run results and the keys that would change."""
-        lives = await _bounded(objects, self._read)
+        """Read and dry-run the objects; the dry-run results and the keys that would change.
+
+        A dry-run writes nothing, so reads and dry-runs go out together (one round trip of
+        latency instead of two); their answers are then judged in the same order as before:
+        a failed read, then an ownership conflict, then a failed dry-run.
+        """
+        lives, results = await asyncio.gather(
+            _bounded(objects, self._read),
+            _bounded(
+                objects,
+                lambda o: applying.apply(
+                    self._api,
+                    o.resource,
+                    o.manifest,
+                    field_manager=planning.FIELD_MANAGER,
+                    dry_run=True,
+                ),
+            ),
+        )
         if failures := _failures(lives):
             index, error = failures[0]
             raise self._problem("ReadFailed", objects[index], error, written=written)
         for obj, live in zip(objects, lives, strict=True):
             self._check_owner(obj, live if isinstance(live, dict) else None)
-        results = await _bounded(
-            objects,
-            lambda o: applying.apply(
-                self._api,
-                o.resource,
-                o.manifest,
-                field_manager=planning.FIELD_MANAGER,
-                dry_run=True,
-            ),
-        )
         if failures := _failures(results):
             index, error = failures[0]
             problem = self._problem("DryRunFailed", objects[index], error, written=written)

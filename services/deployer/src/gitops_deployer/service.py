@@ -294,7 +294,25 @@ class Deployer:
             session = await self._session(environment.cluster)
             rollout = rollouts.Rollout(session, environment, state, unseal=self._unseal)
             plan, existing = await rollout.plan()
-            result = await rollout.converge(plan, existing)
+
+            async def announce(applied: rollouts.Result) -> None:
+                metrics = self._reporter.metrics
+                metrics.apply_duration.labels(app, env_name).observe(applied.apply_seconds)
+                metrics.objects_applied.labels(app, env_name).inc(applied.applied)
+                await self._reporter.publish(
+                    app,
+                    env_name,
+                    revision,
+                    DeployPhase.APPLIED,
+                    "Applied",
+                    f"revision {revision} applied: {applied.applied} objects written, "
+                    f"{applied.unchanged} unchanged",
+                    applied=applied.applied,
+                    unchanged=applied.unchanged,
+                    duration_seconds=applied.apply_seconds,
+                )
+
+            result = await rollout.converge(plan, existing, on_applied=announce)
         except DeployError as problem:
             await self._report_problem(state, problem, time.perf_counter() - started)
             self._reporter.outcome(app, env_name, "failed")
@@ -303,22 +321,7 @@ class Deployer:
             )
             return
 
-        metrics = self._reporter.metrics
-        metrics.apply_duration.labels(app, env_name).observe(result.apply_seconds)
-        metrics.objects_applied.labels(app, env_name).inc(result.applied)
-        metrics.objects_pruned.labels(app, env_name).inc(result.pruned)
-        await self._reporter.publish(
-            app,
-            env_name,
-            revision,
-            DeployPhase.APPLIED,
-            "Applied",
-            f"revision {revision} applied: {result.applied} objects written, "
-            f"{result.unchanged} unchanged",
-            applied=result.applied,
-            unchanged=result.unchanged,
-            duration_seconds=result.apply_seconds,
-        )
+        self._reporter.metrics.objects_pruned.labels(app, env_name).inc(result.pruned)
         if result.pruned:
             await self._reporter.publish(
                 app,
@@ -338,7 +341,7 @@ class Deployer:
             interval=self._health_poll_seconds,
             superseded=worker.superseded,
         )
-        metrics.health_wait.labels(app, env_name).observe(report.waited_seconds)
+        self._reporter.metrics.health_wait.labels(app, env_name).observe(report.waited_seconds)
         if report.verdict is rollouts.Verdict.SUPERSEDED:
             log.info(
                 "a newer desired state arrived; stopped waiting for health",
