@@ -16,8 +16,6 @@ delivery that was not handled.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -33,11 +31,11 @@ from pydantic import SecretStr
 from gitops_config_updater.manifests import ImageRef, canonical_repository, is_digest
 from gitops_config_updater.metrics import UpdaterMetrics
 from gitops_events import ImagePushed
+from gitops_runtime import webhooks
 from gitops_telemetry import tracing
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 64 * 1024
 _MAX_TAG = 128
 
 
@@ -59,18 +57,8 @@ def _malformed(message: str) -> RejectedError:
 # --- Authentication ----------------------------------------------------------------------------
 
 
-def _hmac_sha256(value: str, body: bytes, secret: bytes) -> bool:
-    scheme, _, digest = value.strip().partition("=")
-    expected = hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
-    given = digest.strip().lower().encode("utf-8", "surrogateescape")
-    return scheme.lower() == "sha256" and hmac.compare_digest(given, expected)
-
-
-def _bearer(value: str, body: bytes, secret: bytes) -> bool:
-    token = value.strip()
-    if token[:7].lower() == "bearer ":
-        token = token[7:].strip()
-    return hmac.compare_digest(token.encode("utf-8", "surrogateescape"), secret)
+_hmac_sha256 = webhooks.prefixed_hmac_sha256
+_bearer = webhooks.bearer_token
 
 
 # --- Payloads ----------------------------------------------------------------------------------
@@ -316,16 +304,7 @@ class ImageWebhooks:
         return published
 
     async def _read_body(self, request: web.Request) -> bytes:
-        too_large = RejectedError(
-            413, "too-large", f"the payload is larger than {self._max_bytes} bytes"
-        )
-        if request.content_length is not None and request.content_length > self._max_bytes:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await webhooks.read_limited(request, self._max_bytes)
+        except webhooks.PayloadTooLargeError as exc:
+            raise RejectedError(413, "too-large", str(exc)) from None

@@ -15,8 +15,6 @@ A redelivered webhook finds nothing new and publishes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -31,11 +29,11 @@ from opentelemetry.trace import Status, StatusCode
 from pydantic import SecretStr
 
 from gitops_git_watcher.metrics import WatcherMetrics
+from gitops_runtime import webhooks
 from gitops_telemetry import tracing
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,30 +74,9 @@ PushHandler = Callable[[Push], Awaitable[Handled]]
 # --- Signatures --------------------------------------------------------------------------------
 
 
-def _hmac_hex(body: bytes, secret: bytes) -> bytes:
-    return hmac.new(secret, body, hashlib.sha256).hexdigest().encode()
-
-
-def _header_bytes(value: str) -> bytes:
-    return value.strip().encode("utf-8", "surrogateescape")
-
-
-def _prefixed_hmac(value: str, body: bytes, secret: bytes) -> bool:
-    """`sha256=<hex>` (GitHub, Bitbucket, generic); sha1 signatures are not accepted."""
-    scheme, _, digest = value.strip().partition("=")
-    if scheme.lower() != "sha256":
-        return False
-    return hmac.compare_digest(_header_bytes(digest.lower()), _hmac_hex(body, secret))
-
-
-def _bare_hmac(value: str, body: bytes, secret: bytes) -> bool:
-    """A hex HMAC-SHA256 without prefix (Gitea)."""
-    return hmac.compare_digest(_header_bytes(value.lower()), _hmac_hex(body, secret))
-
-
-def _token(value: str, body: bytes, secret: bytes) -> bool:
-    """The secret itself (GitLab)."""
-    return hmac.compare_digest(_header_bytes(value), secret)
+_prefixed_hmac = webhooks.prefixed_hmac_sha256
+_bare_hmac = webhooks.bare_hmac_sha256
+_token = webhooks.shared_token
 
 
 # --- Payloads ----------------------------------------------------------------------------------
@@ -416,16 +393,7 @@ class WebhookReceiver:
         return await self._on_push(push)
 
     async def _read_body(self, request: web.Request) -> bytes:
-        too_large = WebhookRejectedError(
-            413, "too-large", f"the payload is larger than {self._max_bytes} bytes"
-        )
-        if request.content_length is not None and request.content_length > self._max_bytes:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await webhooks.read_limited(request, self._max_bytes)
+        except webhooks.PayloadTooLargeError as exc:
+            raise WebhookRejectedError(413, "too-large", str(exc)) from None
