@@ -35,7 +35,6 @@ from gitops_telemetry import tracing
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Push:
     """What a genuine push webhook asks for: look at these repository URLs now."""
