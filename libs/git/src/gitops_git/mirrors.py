@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import git
 
@@ -38,10 +39,9 @@ class CommitInfo:
     summary: str
 
 
-def _mirror_path(cache_dir: Path, url: str) -> Path:
-    """Where the mirror of `url` lives under `cache_dir` (one directory per public URL)."""
-    digest = hashlib.sha256(remotes.public_url(url).encode()).hexdigest()[:24]
-    return cache_dir / f"{digest}.git"
+def directory_name(url: str) -> str:
+    """One directory name per public URL (credentials never count, never show)."""
+    return hashlib.sha256(remotes.public_url(url).encode()).hexdigest()[:24]
 
 
 def _check_sha(sha: str) -> str:
@@ -51,18 +51,24 @@ def _check_sha(sha: str) -> str:
     return sha
 
 
-class Mirror:
-    """A bare, pruned mirror of a remote's branches, opened as a context manager."""
+class LocalRepository:
+    """A local repository of one remote, opened and closed as a context manager.
 
-    def __init__(self, remote: remotes.Remote, cache_dir: Path, *, timeout: float = 120.0) -> None:
-        """Describe the mirror of `remote` under `cache_dir`; nothing happens until `open()`."""
+    The bare mirror (reading) and the work-tree clone (writing) share this life cycle; each
+    says what it is called in errors and how it opens.
+    """
+
+    kind = "repository"
+
+    def __init__(self, remote: remotes.Remote, path: Path, *, timeout: float) -> None:
+        """Describe the repository of `remote` at `path`; nothing happens until `open()`."""
         self.remote = remote
-        self.path = _mirror_path(cache_dir, remote.url)
+        self.path = path
         self.timeout = timeout
         self._repo: git.Repo | None = None
 
-    def __enter__(self) -> Mirror:
-        """Open (creating it if needed) the mirror."""
+    def __enter__(self) -> Self:
+        """Open (creating it if needed) the repository."""
         self.open()
         return self
 
@@ -72,15 +78,35 @@ class Mirror:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Close the mirror and its git processes."""
+        """Close the repository and its git processes."""
         self.close()
 
     @property
     def repo(self) -> git.Repo:
         """The open GitPython repository."""
         if self._repo is None:
-            raise GitError(f"the mirror of {self.remote} is not open")
+            raise GitError(f"the {self.kind} of {self.remote} is not open")
         return self._repo
+
+    def open(self) -> None:
+        """Create the repository on first use; each kind says how."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the git processes GitPython keeps for reading objects."""
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+
+class Mirror(LocalRepository):
+    """A bare, pruned mirror of a remote's branches, opened as a context manager."""
+
+    kind = "mirror"
+
+    def __init__(self, remote: remotes.Remote, cache_dir: Path, *, timeout: float = 120.0) -> None:
+        """Describe the mirror of `remote` under `cache_dir`; nothing happens until `open()`."""
+        super().__init__(remote, cache_dir / f"{directory_name(remote.url)}.git", timeout=timeout)
 
     def open(self) -> None:
         """Create the bare mirror on first use and point it at the remote."""
@@ -99,12 +125,6 @@ class Mirror:
             writer.set_value('remote "origin"', "url", self.remote.url)
             writer.set_value('remote "origin"', "fetch", "+refs/heads/*:refs/heads/*")
         self._repo = repo
-
-    def close(self) -> None:
-        """Stop the git processes GitPython keeps for reading objects."""
-        if self._repo is not None:
-            self._repo.close()
-            self._repo = None
 
     def fetch(self) -> dict[str, str]:
         """Fetch every branch (forced updates and deletions included); return `heads()`."""

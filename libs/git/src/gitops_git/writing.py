@@ -16,17 +16,15 @@ errors. Like `Mirror`, a `Workspace` is not thread-safe: callers serialise per r
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import git
 
 from gitops_git import remotes
-from gitops_git.mirrors import GitError, _reason
+from gitops_git.mirrors import GitError, LocalRepository, _reason, directory_name
 
 _SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _ABBREVIATED_SHA_RE = re.compile(r"[0-9a-f]{7,64}")
@@ -56,11 +54,6 @@ class Identity:
         return f"{self.name} <{self.email}>"
 
 
-def _workspace_path(work_dir: Path, url: str) -> Path:
-    digest = hashlib.sha256(remotes.public_url(url).encode()).hexdigest()[:24]
-    return work_dir / digest
-
-
 def _check_branch(branch: str) -> str:
     # Branch names come from the configuration; never let one reach git as an option.
     if not branch or branch.startswith("-") or ".." in branch or any(c.isspace() for c in branch):
@@ -68,8 +61,10 @@ def _check_branch(branch: str) -> str:
     return branch
 
 
-class Workspace:
+class Workspace(LocalRepository):
     """A private clone of one remote with a work tree, opened as a context manager."""
+
+    kind = "workspace"
 
     def __init__(
         self,
@@ -80,32 +75,8 @@ class Workspace:
         timeout: float = 120.0,
     ) -> None:
         """Describe the clone of `remote` under `work_dir`; nothing happens until `open()`."""
-        self.remote = remote
-        self.path = _workspace_path(work_dir, remote.url)
+        super().__init__(remote, work_dir / directory_name(remote.url), timeout=timeout)
         self.author = author
-        self.timeout = timeout
-        self._repo: git.Repo | None = None
-
-    def __enter__(self) -> Workspace:
-        """Open (creating it if needed) the clone."""
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close the clone and its git processes."""
-        self.close()
-
-    @property
-    def repo(self) -> git.Repo:
-        """The open GitPython repository."""
-        if self._repo is None:
-            raise GitError(f"the workspace of {self.remote} is not open")
-        return self._repo
 
     @property
     def root(self) -> Path:
@@ -129,12 +100,6 @@ class Workspace:
             writer.set_value('remote "origin"', "url", self.remote.url)
             writer.set_value('remote "origin"', "fetch", "+refs/heads/*:refs/remotes/origin/*")
         self._repo = repo
-
-    def close(self) -> None:
-        """Stop the git processes GitPython keeps for reading objects."""
-        if self._repo is not None:
-            self._repo.close()
-            self._repo = None
 
     def reset(self, branch: str) -> str:
         """Fetch, then make `branch` exactly the remote's head of it; return that commit.
